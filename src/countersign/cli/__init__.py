@@ -1,0 +1,1 @@
+"""The ``countersign`` command line: parses arguments, calls the library, formats output."""
