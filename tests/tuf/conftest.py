@@ -68,7 +68,7 @@ class Repo:
         role = DelegatedRole(name, tuple(p.key_id for p in pubs), threshold, paths)
         keys = dict(current.keys)
         keys.update({p.key_id: p for p in pubs})
-        roles = tuple(r for r in current.roles if r.name != name) + (role,)
+        roles = (*(r for r in current.roles if r.name != name), role)
         signed = self.targets.signed.bump(role=TARGETS)
         self.targets = Metadata(_replace(signed, delegations=Delegations(keys, roles)))
         self.delegations.setdefault(name, new_targets())
@@ -76,7 +76,8 @@ class Repo:
     def sign_all(self, delegation_signers: dict[str, list[PrivateKey]] | None = None) -> None:
         assert self.targets is not None and self.root is not None
         self.targets = self.targets.sign(self.keys[TARGETS], self.public[TARGETS])
-        for name, md in list(self.delegations.items()):
+        for name, current in list(self.delegations.items()):
+            md = current
             for signer in (delegation_signers or {}).get(name, []):
                 md = md.sign(signer, signer.public_key)
             self.delegations[name] = md

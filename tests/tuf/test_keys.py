@@ -89,7 +89,7 @@ def test_certificate_key_ids_tuf_and_canonical() -> None:
 
 
 def test_rsa_below_2048_bits_is_refused() -> None:
-    small = rsa.generate_private_key(public_exponent=65537, key_size=1024)
+    small = rsa.generate_private_key(public_exponent=65537, key_size=1024)  # noqa: S505
     der = small.public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )

@@ -43,7 +43,7 @@ def test_from_datetime_and_add() -> None:
     assert t.add(dt.timedelta(days=14)).format() == "2030-01-15T10:00:00.25Z"
     assert t.to_datetime() == when
     with pytest.raises(ValueError, match="naive"):
-        GoTime.from_datetime(dt.datetime(2030, 1, 1))  # noqa: DTZ001
+        GoTime.from_datetime(dt.datetime(2030, 1, 1))
 
 
 @pytest.mark.parametrize(

@@ -223,7 +223,10 @@ class PublicKey:
         """The ``cryptography`` public key, checked for type, curve and size."""
         what = f"{self.keytype} key"
         if self.keytype in CERTIFICATE_TYPES:
-            key = self.certificates[0].public_key()
+            try:
+                key = self.certificates[0].public_key()
+            except (ValueError, UnsupportedAlgorithm):
+                raise KeyFormatError(f"{what}: the certificate's public key is invalid") from None
             expected: type = (
                 ec.EllipticCurvePublicKey if self.keytype == ECDSA_X509 else rsa.RSAPublicKey
             )

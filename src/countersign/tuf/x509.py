@@ -12,6 +12,7 @@ import secrets
 import warnings
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -76,7 +77,10 @@ def root_certificate_key(
 
 
 def common_name(cert: x509.Certificate) -> str:
-    names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    try:
+        names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    except ValueError:
+        return ""
     value = names[0].value if names else ""
     return value if isinstance(value, str) else value.decode("utf-8", "replace")
 
@@ -93,6 +97,8 @@ def is_ca(cert: x509.Certificate) -> bool:
         return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
     except x509.ExtensionNotFound:
         return False
+    except ValueError as exc:  # malformed or duplicated extensions
+        raise CertificateError(f"certificate {common_name(cert)!r}: {exc}") from None
 
 
 def check_certificate(
@@ -105,7 +111,10 @@ def check_certificate(
         raise CertificateError(f"certificate {cn!r} is valid from after its end")
     if cert.signature_algorithm_oid.dotted_string in _SHA1_OIDS:
         raise CertificateError(f"certificate {cn!r} is signed with SHA-1, which notary refuses")
-    key = cert.public_key()
+    try:
+        key = cert.public_key()
+    except (ValueError, UnsupportedAlgorithm):
+        raise CertificateError(f"certificate {cn!r} holds an unusable public key") from None
     if isinstance(key, rsa.RSAPublicKey) and key.key_size < MIN_RSA_BITS:
         raise CertificateError(f"certificate {cn!r} holds an RSA key below {MIN_RSA_BITS} bits")
     if check_expiry:
