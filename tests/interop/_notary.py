@@ -287,17 +287,18 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _port_ready(port: int, tls: ssl.SSLContext | None = None) -> bool:
-    """True once 127.0.0.1:port accepts a connection (and, with ``tls``, completes
-    a TLS handshake, so the Go servers do not log a "TLS handshake error")."""
+def _probe(port: int, tls: ssl.SSLContext | None = None) -> str | None:
+    """``None`` once 127.0.0.1:port accepts a connection (and, with ``tls``,
+    completes a TLS handshake, so the Go servers do not log a "TLS handshake
+    error"); otherwise the error text."""
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
             if tls is not None:
                 with tls.wrap_socket(sock, server_hostname="localhost"):
                     pass
-            return True
-    except (OSError, ssl.SSLError):
-        return False
+    except (OSError, ssl.SSLError) as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return None
 
 
 def _probe_context(tls: TLSFiles) -> ssl.SSLContext:
@@ -347,11 +348,13 @@ class _Process:
                     f"{self.name} exited with status {rc} before opening 127.0.0.1:{self.port}\n"
                     f"command: {self.argv}\n--- {self.log_path} ---\n{_tail(self.log_path)}"
                 )
-            if _port_ready(self.port, tls):
+            error = _probe(self.port, tls)
+            if error is None:
                 return
             if time.monotonic() > deadline:
                 raise ProcessStartError(
-                    f"{self.name} did not open 127.0.0.1:{self.port} within {timeout:.0f}s\n"
+                    f"{self.name} not ready on 127.0.0.1:{self.port} within {timeout:.0f}s "
+                    f"(last probe: {error})\n"
                     f"command: {self.argv}\n--- {self.log_path} ---\n{_tail(self.log_path)}"
                 )
             time.sleep(0.05)
@@ -518,11 +521,13 @@ class ReferenceNotary:
     def _start_with_retry(self, starter: Callable[[], _Process], attempts: int = 3) -> None:
         # The port is free when chosen but could be taken before the child binds;
         # retry with a fresh port if the child dies early.
+        assert self.tls is not None
+        probe = _probe_context(self.tls)
         last: ProcessStartError | None = None
         for _ in range(attempts):
             proc = starter()
             try:
-                proc.wait_port(self.startup_timeout, _probe_context(self.tls))
+                proc.wait_port(self.startup_timeout, probe)
             except ProcessStartError as exc:
                 proc.stop()
                 self._procs.remove(proc)

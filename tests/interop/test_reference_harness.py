@@ -7,9 +7,12 @@ interop tests:
 Server / harness
 - notary-signer and notary-server are up within ~0.1 s. ``GET /v2/`` and
   ``GET /_notary_server/health`` both answer 200 with body ``{}``.
-- The TCP port probe used to wait for start-up makes notary-server log one
-  harmless ``http: TLS handshake error ... EOF`` line.
-- ``-logf logfmt`` is accepted but the first log line is JSON anyway.
+- A bare TCP connect/close (as a readiness probe) makes notary-server log
+  ``http: TLS handshake error ... EOF``; the harness therefore probes with a
+  full TLS handshake (presenting the server leaf, which the signer's mutual
+  TLS accepts too).
+- ``-logf logfmt`` is accepted but the log lines are JSON anyway. At ``info``
+  the server logs every request and the signer logs every ``Sign:`` payload.
 - The 404 body has **no** ``detail`` key:
   ``{"errors":[{"code":"METADATA_NOT_FOUND","message":"You have requested
   metadata that does not exist."}]}`` plus ``\\n``, ``Content-Type:
@@ -49,9 +52,14 @@ CLI (``notary -c CONFIG``; config has absolute ``trust_dir`` and
   stays fetchable), the local snapshot key file is deleted and the server signs
   snapshot.json from then on; snapshot and timestamp versions move on by one.
 - ``delegation add GUN targets/releases CERT.crt --all-paths`` takes a PEM
-  X.509 cert (self-signed ECDSA P-256, any CN, must be valid now) and reports the
-  key ID of the cert (``ecdsa-x509`` TUF key ID) and ``paths ["" <all paths>]``;
-  threshold 1. A publish is needed (or ``-p``).
+  X.509 cert (self-signed ECDSA P-256, any CN) and prints ``... with keys
+  [<canonical key ID>], with paths ["" <all paths>] ...``; ``delegation list``
+  shows the canonical ID too. targets.json, however, lists the key as
+  ``ecdsa-x509`` under its TUF key ID. Both IDs are the sha256 of the canonical
+  JSON ``{"keytype":K,"keyval":{"private":null,"public":B64}}``: canonical =
+  ``K=ecdsa``, ``B64`` = base64(DER SPKI); TUF = ``K=ecdsa-x509``, ``B64`` =
+  base64(PEM bytes of the cert file). Threshold is 1; a ``publish`` (or
+  ``-p``) is needed.
 - ``key import KEY.pem --role targets/releases`` accepts an unencrypted PKCS#8
   ``PRIVATE KEY`` PEM and also a SEC1 ``EC PRIVATE KEY`` PEM. It stores it
   re-encrypted (with ``NOTARY_DELEGATION_PASSPHRASE``) as
@@ -115,6 +123,14 @@ def _versions(server: ReferenceNotary, gun: str, roles: list[str]) -> dict[str, 
 
 def _hex(b64: str) -> str:
     return base64.b64decode(b64).hex()
+
+
+def _key_id(keytype: str, public: bytes) -> str:
+    key = {
+        "keytype": keytype,
+        "keyval": {"private": None, "public": base64.b64encode(public).decode()},
+    }
+    return sha256_hex(json.dumps(key, sort_keys=True, separators=(",", ":")).encode())
 
 
 def test_v2_ping_and_health(reference_notary: ReferenceNotary) -> None:
@@ -221,15 +237,33 @@ def test_full_flow_with_delegation(
     out = owner.run_ok(
         "delegation", "add", gun, "targets/releases", dkey.cert_path, "--all-paths"
     ).stdout
-    assert "targets/releases" in out
+    spki = dkey.private_key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    canonical_id = _key_id("ecdsa", spki)
+    x509_id = _key_id("ecdsa-x509", dkey.cert_path.read_bytes())
+    assert f"targets/releases with keys [{canonical_id}]" in out
     assert '"" <all paths>' in out
     owner.run_ok("publish", gun)
-    assert "targets/releases" in owner.run_ok("delegation", "list", gun).stdout
+    assert canonical_id in owner.run_ok("delegation", "list", gun).stdout
+    delegations = _signed(server.get_tuf(gun, "targets").body)["delegations"]
+    assert delegations == {
+        "keys": {
+            x509_id: {
+                "keytype": "ecdsa-x509",
+                "keyval": {
+                    "private": None,
+                    "public": base64.b64encode(dkey.cert_path.read_bytes()).decode(),
+                },
+            }
+        },
+        "roles": [{"keyids": [x509_id], "name": "targets/releases", "paths": [""], "threshold": 1}],
+    }
 
     assert dkey.key_path.read_text().startswith("-----BEGIN PRIVATE KEY-----")
     owner.run_ok("key", "import", dkey.key_path, "--role", "targets/releases")
     imported = [p for p in owner.private_keys() if "role: targets/releases" in p.read_text()]
-    assert len(imported) == 1
+    assert [p.name for p in imported] == [f"{canonical_id}.key"]
     assert imported[0].read_text().startswith("-----BEGIN ENCRYPTED PRIVATE KEY-----")
 
     owner.run_ok("add", gun, "v2", payload, "-r", "targets/releases")

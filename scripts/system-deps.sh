@@ -1,0 +1,29 @@
+#!/bin/sh
+# Installs the Debian packages countersign's tests and demo run for real:
+# the reference Notary 0.7 (notary, notary-server, notary-signer).
+# Usage: scripts/system-deps.sh   (root installs with apt-get; others get told what to run)
+set -eu
+
+missing=""
+for pair in notary:notary notary-server:notary notary-signer:notary; do
+    cmd=${pair%%:*}
+    pkg=${pair#*:}
+    if ! command -v "$cmd" >/dev/null 2>&1; then
+        case " $missing " in *" $pkg "*) ;; *) missing="$missing $pkg" ;; esac
+    fi
+done
+[ -z "$missing" ] && exit 0
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "countersign needs these Debian packages:$missing" >&2
+    echo "install them as root:  apt-get install -y$missing" >&2
+    exit 1
+fi
+
+export DEBIAN_FRONTEND=noninteractive
+echo "installing Debian packages:$missing" >&2
+# shellcheck disable=SC2086  # word splitting of the package list is intended
+if ! apt-get install -y --no-install-recommends $missing </dev/null; then
+    apt-get update </dev/null
+    apt-get install -y --no-install-recommends $missing </dev/null
+fi
