@@ -122,7 +122,7 @@ def test_tampered_files_from_notary_are_refused(
         bumped = files[role].replace(f'"version":{version}}}'.encode(),
                                      f'"version":{version + 1}}}'.encode())
         assert bumped != files[role]
-        with pytest.raises(VerificationError, match="threshold|checksum"):
+        with pytest.raises(VerificationError, match=r"threshold|checksum"):
             verify_repository({**files, role: bumped}, gun)
 
 

@@ -90,7 +90,9 @@ def verify_repository(
     report = RepositoryReport(gun)
 
     root_md: Metadata[Root] = _parse(files, ROOT)
-    previous = Metadata.from_bytes(trusted_root, Root, what="trusted root") if trusted_root else None
+    previous = (
+        Metadata.from_bytes(trusted_root, Root, what="trusted root") if trusted_root else None
+    )
     validation = validate_root(root_md, gun, previous=previous, now=when)
     root_md.check_expiry("root", go_now)
     if previous is not None:
