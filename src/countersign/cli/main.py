@@ -7,6 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from countersign import __version__
+from countersign.cli import metadata
 from countersign.errors import CountersignError
 
 
@@ -16,7 +17,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Security assurance of container images through TUF content trust.",
     )
     parser.add_argument("--version", action="version", version=f"countersign {__version__}")
-    parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    metadata.register(sub)
     return parser
 
 

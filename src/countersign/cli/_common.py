@@ -1,0 +1,38 @@
+"""What every CLI command shares: bounded file reads and text-or-JSON output."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from countersign.errors import CountersignError
+
+
+def read_file(path: Path, limit: int) -> bytes:
+    """Read at most ``limit`` bytes of ``path``, with errors that name the file."""
+    try:
+        with path.open("rb") as handle:
+            data = handle.read(limit + 1)
+    except FileNotFoundError:
+        raise CountersignError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise CountersignError(f"{path} is a directory, not a file") from None
+    except PermissionError:
+        raise CountersignError(f"{path}: permission denied") from None
+    except OSError as exc:
+        raise CountersignError(f"{path}: {exc.strerror}") from None
+    if len(data) > limit:
+        raise CountersignError(f"{path} is larger than {limit} bytes")
+    return data
+
+
+def emit(info: Any, as_json: bool, text: Callable[[Any], str]) -> None:
+    """Write ``info`` as JSON (stable, sorted) or through its text formatter."""
+    if as_json:
+        json.dump(info, sys.stdout, indent=2, sort_keys=True)
+        sys.stdout.write("\n")
+    else:
+        sys.stdout.write(text(info) + "\n")
