@@ -11,9 +11,9 @@ import contextlib
 import json
 from typing import Any
 
-from conftest import GUN, Repo
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tufrepo import GUN, Repo
 
 from countersign.errors import CanonicalJSONError, CountersignError
 from countersign.tuf import (

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import Repo
+from tufrepo import Repo
 
 from countersign.errors import (
     ExpiredMetadataError,

@@ -5,9 +5,9 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-from conftest import GUN, Repo
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
+from tufrepo import GUN, Repo
 
 from countersign.errors import CertificateError, VerificationError
 from countersign.tuf import ROOT, Metadata, PrivateKey, PublicKey, Role, Root, validate_root
