@@ -83,9 +83,7 @@ def _read_header(data: bytes, pos: int, end: int, what: str) -> tuple[int, int, 
         if length < 0x80:
             raise DERError(f"{what}: short length in long form (not DER)")
     if length > end - pos:
-        raise DERError(
-            f"{what}: element of {length} bytes but only {end - pos} remain (truncated)"
-        )
+        raise DERError(f"{what}: element of {length} bytes but only {end - pos} remain (truncated)")
     return tag, pos, pos + length
 
 
@@ -270,10 +268,10 @@ def oid(dotted: str) -> bytes:
     out = bytearray()
     for arc in [arcs[0] * 40 + arcs[1], *arcs[2:]]:
         chunk = [arc & 0x7F]
-        arc >>= 7
-        while arc:
-            chunk.append(0x80 | (arc & 0x7F))
-            arc >>= 7
+        rest = arc >> 7
+        while rest:
+            chunk.append(0x80 | (rest & 0x7F))
+            rest >>= 7
         out.extend(reversed(chunk))
     return encode(OID, bytes(out))
 
