@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -27,6 +29,27 @@ def read_file(path: Path, limit: int) -> bytes:
     if len(data) > limit:
         raise CountersignError(f"{path} is larger than {limit} bytes")
     return data
+
+
+TRUST_DIR_ENV = "COUNTERSIGN_TRUST_DIR"
+
+
+def default_trust_dir() -> Path:
+    """``$COUNTERSIGN_TRUST_DIR``, else ``~/.countersign/trust``."""
+    value = os.environ.get(TRUST_DIR_ENV)
+    return Path(value) if value else Path.home() / ".countersign" / "trust"
+
+
+def trust_dir_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--trust-dir", type=Path, default=None,
+        help=f"trust directory (env {TRUST_DIR_ENV}, default ~/.countersign/trust); "
+        "a notary trust dir such as ~/.notary can be shared",
+    )
+
+
+def resolve_trust_dir(args: argparse.Namespace) -> Path:
+    return args.trust_dir if args.trust_dir is not None else default_trust_dir()
 
 
 def emit(info: Any, as_json: bool, text: Callable[[Any], str]) -> None:

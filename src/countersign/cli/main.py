@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from countersign import __version__
-from countersign.cli import metadata
+from countersign.cli import key, metadata
 from countersign.errors import CountersignError
 
 
@@ -18,6 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"countersign {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    key.register(sub)
     metadata.register(sub)
     return parser
 

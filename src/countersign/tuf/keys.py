@@ -328,6 +328,12 @@ class PrivateKey:
     def canonical_key_id(self) -> str:
         return self.public_key.key_id
 
+    def public_pem(self) -> bytes:
+        """The public key as a ``PUBLIC KEY`` PEM (SubjectPublicKeyInfo), for sharing."""
+        return self._key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+
     def matches(self, public: PublicKey) -> bool:
         """Whether ``public`` (bare or certificate) is this key's public half."""
         try:
