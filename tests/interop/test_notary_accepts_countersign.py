@@ -122,3 +122,35 @@ def test_countersign_updates_a_repository_and_notary_follows(
         TARGETS: current.sign(keys[TARGETS], keys[TARGETS].public_key).to_bytes()})
     assert status == 400 and b'"code":"VERSION"' in body, body
     assert "v2" in parse_list_output(reader.run_ok("list", gun).stdout)
+
+
+def test_notary_signs_with_keys_countersign_made(
+    reference_notary: ReferenceNotary, notary_cli: NotaryCLIFactory, gun: str, tmp_path: Path,
+) -> None:
+    """A delegation key countersign generates and stores is used by notary to publish."""
+    from cryptography.hazmat.primitives import serialization
+
+    from countersign.keystore import EnvPassphrases, KeyStore
+    from countersign.tuf import make_certificate
+
+    cli = notary_cli("stage")
+    payload = tmp_path / "payload"
+    payload.write_bytes(b"stage evidence")
+    cli.run_ok("init", gun)
+    cli.run_ok("publish", gun)
+    key = PrivateKey.generate("ecdsa")
+    cert_path = tmp_path / "static-tested.crt"
+    cert_path.write_bytes(make_certificate(key, "static-tested").public_bytes(
+        serialization.Encoding.PEM))
+    store = KeyStore(cli.trust_dir, EnvPassphrases(cli.env))
+    store.add(key, role="targets/static-tested")
+    cli.run_ok("delegation", "add", gun, "targets/static-tested", str(cert_path), "--all-paths")
+    cli.run_ok("add", gun, "build-9", str(payload), "-r", "targets/static-tested")
+    cli.run_ok("publish", gun)
+    listed = parse_list_output(notary_cli("reader").run_ok("list", gun).stdout)
+    assert listed["build-9"] == (hashlib.sha256(b"stage evidence").hexdigest(), 14,
+                                 "targets/static-tested")
+    files = fetch_repository(reference_notary, gun)
+    signature = Metadata.from_bytes(files["targets/static-tested"]).signatures[0]
+    report = verify_repository(files, gun)
+    assert report.roles["targets/static-tested"].signatures.signed == {signature.keyid}
