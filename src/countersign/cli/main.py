@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from countersign import __version__
-from countersign.cli import key, metadata
+from countersign.cli import key, metadata, serve
 from countersign.errors import CountersignError
 
 
@@ -20,6 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     key.register(sub)
     metadata.register(sub)
+    serve.register(sub)
     return parser
 
 

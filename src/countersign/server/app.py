@@ -1,0 +1,435 @@
+"""The trust server as a plain ASGI application: notary-server 0.7's routes.
+
+No framework sits on the hot GET path: a route is found by splitting the path
+(no regular expressions), current metadata is served from a per-GUN view that
+lives at most ``cache_ttl`` seconds (and is dropped on every local write), and
+content-addressed metadata (by checksum or version) from a bounded cache,
+since it never changes. Database work runs in worker threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as _dt
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qs
+
+from countersign.errors import CountersignError
+from countersign.server import multipart
+from countersign.server.apierrors import APIError, ValidationFailure
+from countersign.server.metrics import Metrics
+from countersign.server.signer import SERVER_ROLES, KeyService
+from countersign.server.storage import Storage, StorageError, StoredFile, VersionConflict
+from countersign.server.updates import CurrentView, UpdateProcessor, Upload, parse_upload
+from countersign.tuf import ROOT, Metadata, PublicKey, Root
+from countersign.tuf.canonical import go_string
+from countersign.tuf.metadata import is_role_name
+from countersign.tuf.timefmt import GoTime
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+log = logging.getLogger("countersign.server")
+
+CURRENT_CACHE = b"public, max-age=300, s-maxage=300, must-revalidate"
+CONSISTENT_CACHE = b"public, max-age=2592000, s-maxage=2592000"
+TEXT = b"text/plain; charset=utf-8"
+JSON = b"application/json; charset=utf-8"
+_HEX = frozenset("0123456789abcdef")
+MAX_CHANGE_RECORDS = 10_000
+
+
+@dataclass
+class ServerConfig:
+    max_body: int = 64 * 1024 * 1024
+    cache_ttl: float = 1.0
+    gun_prefixes: tuple[str, ...] = ()
+    immutable_cache_entries: int = 20_000
+
+
+@dataclass(frozen=True)
+class Route:
+    name: str
+    gun: str | None = None
+    role: str = ""
+    checksum: str = ""
+    version: int = 0
+
+
+def route(method: str, path: str) -> Route:
+    """Match a request as notary-server's router does, without regular expressions."""
+    if path == "/v2/" or path == "/v2":
+        return Route("base")
+    if path == "/_notary_server/health":
+        return Route("health")
+    if path == "/metrics":
+        return Route("metrics")
+    if path == "/v2/_trust/changefeed":
+        return Route("changefeed")
+    if not path.startswith("/v2/"):
+        return Route("notfound")
+    rest = path[4:]
+    if rest.endswith("/_trust/changefeed"):
+        gun = rest[: -len("/_trust/changefeed")]
+        return Route("gun_changefeed", gun) if _gun_ok(gun) else Route("notfound")
+    marker = rest.rfind("/_trust/tuf/")
+    if marker <= 0:
+        return Route("notfound")
+    gun, file = rest[:marker], rest[marker + len("/_trust/tuf/"):]
+    if not _gun_ok(gun):
+        return Route("notfound")
+    if file == "":
+        return Route("update" if method == "POST" else "delete", gun)
+    if file.endswith(".key"):
+        role = file[:-4]
+        return Route("key", gun, role) if role in SERVER_ROLES else Route("notfound")
+    if not file.endswith(".json"):
+        return Route("notfound")
+    base = file[:-5]
+    head, dot, tail = base.partition(".")
+    if dot and head.isdigit() and head.isascii() and is_role_name(tail) and len(head) < 10:
+        return Route("get", gun, tail, version=int(head))
+    head, dot, tail = base.rpartition(".")
+    if dot and len(tail) in (64, 96, 128) and set(tail) <= _HEX and is_role_name(head):
+        return Route("get", gun, head, checksum=tail)
+    if is_role_name(base):
+        return Route("get", gun, base)
+    return Route("notfound")
+
+
+def _gun_ok(gun: str) -> bool:
+    return bool(gun) and "*" not in gun and len(gun) <= 255
+
+
+def _http_date(when: _dt.datetime) -> bytes:
+    """Go's ``time.RFC1123`` in UTC, as notary-server writes ``Last-Modified``."""
+    return when.astimezone(_dt.UTC).strftime("%a, %d %b %Y %H:%M:%S UTC").encode()
+
+
+@dataclass
+class _CachedView:
+    view: CurrentView
+    until: float
+
+
+@dataclass
+class _Response:
+    status: int
+    body: bytes
+    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+
+
+class TrustServer:
+    """An ASGI application serving notary's HTTP API from :class:`Storage`."""
+
+    def __init__(self, storage: Storage, keys: KeyService, *, authorizer: Any = None,
+                 config: ServerConfig | None = None, metrics: Metrics | None = None) -> None:
+        self.storage = storage
+        self.keys = keys
+        self.processor = UpdateProcessor(storage, keys)
+        self.authorizer = authorizer
+        self.config = config or ServerConfig()
+        self.metrics = metrics or Metrics()
+        self._views: dict[str, _CachedView] = {}
+        self._immutable: OrderedDict[tuple[str, str, str], StoredFile] = OrderedDict()
+        self._gun_locks: dict[str, asyncio.Lock] = {}
+
+    # --- ASGI ------------------------------------------------------------------
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        start = time.perf_counter()
+        method = scope["method"]
+        matched = route(method, scope["path"])
+        try:
+            response = await self._dispatch(matched, method, scope, receive)
+        except APIError as exc:
+            response = self._error(exc)
+        except ValidationFailure as exc:
+            response = self._error(exc.api_error())
+        except StorageError as exc:
+            log.error("storage failure", extra={"route": matched.name, "error": exc.message})
+            response = self._error(APIError("UNAVAILABLE"))
+        except _Unauthorized as exc:
+            response = _Response(exc.status, exc.body, [
+                (b"content-type", JSON), (b"www-authenticate", exc.challenge.encode())])
+        except Exception:  # noqa: BLE001 - the last line of defence: log, answer, stay up
+            log.exception("unexpected failure", extra={"route": matched.name})
+            response = self._error(APIError("UNKNOWN"))
+        await self._send(send, response)
+        self.metrics.observe(matched.name, method, response.status, time.perf_counter() - start)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await asyncio.to_thread(self.storage.close)
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    @staticmethod
+    async def _send(send: Send, response: _Response) -> None:
+        headers = [(b"content-length", str(len(response.body)).encode()), *response.headers]
+        await send({"type": "http.response.start", "status": response.status,
+                    "headers": headers})
+        await send({"type": "http.response.body", "body": response.body})
+
+    @staticmethod
+    def _error(error: APIError) -> _Response:
+        return _Response(error.status, error.body(), [(b"content-type", JSON)])
+
+    # --- dispatch --------------------------------------------------------------
+    async def _dispatch(self, matched: Route, method: str, scope: Scope,
+                        receive: Receive) -> _Response:
+        name = matched.name
+        if name == "health":
+            problem = await asyncio.to_thread(self.storage.healthy)
+            if problem:
+                return _Response(503, ('{"storage":' + go_string(problem).decode() + "}")
+                                 .encode(), [(b"content-type", JSON)])
+            return _Response(200, b"{}", [(b"content-type", TEXT)])
+        if name == "metrics":
+            return _Response(200, self.metrics.render(),
+                             [(b"content-type", b"text/plain; version=0.0.4")])
+        gun = matched.gun
+        if gun is not None and self.config.gun_prefixes and not any(
+                gun.startswith(p) for p in self.config.gun_prefixes):
+            if name == "update":
+                raise APIError("INVALID_GUN", f"gun {gun} is not allowed by this server")
+            raise APIError("METADATA_NOT_FOUND")
+        await self._authorize(matched, method, scope)
+        if name == "base":
+            if method != "GET":
+                raise APIError("GENERIC_NOT_FOUND")
+            return _Response(200, b"{}", [(b"content-type", TEXT)])
+        if name == "get" and method in ("GET", "HEAD"):
+            return await self._get(matched)
+        if name == "update" and method == "POST":
+            return await self._update(matched.gun or "", scope, receive)
+        if name == "delete" and method == "DELETE":
+            return await self._delete(matched.gun or "")
+        if name == "key" and method in ("GET", "POST"):
+            return await self._key(matched.gun or "", matched.role, rotate=method == "POST")
+        if name in ("changefeed", "gun_changefeed") and method == "GET":
+            return await self._changefeed(matched.gun, scope)
+        raise APIError("METADATA_NOT_FOUND")
+
+    async def _authorize(self, matched: Route, method: str, scope: Scope) -> None:
+        if self.authorizer is None:
+            return
+        header = None
+        for key, value in scope.get("headers", ()):
+            if key == b"authorization":
+                header = value.decode("latin-1")
+                break
+        from countersign.server import auth
+
+        required = auth.required_access(matched.name, method, matched.gun)
+        try:
+            await asyncio.to_thread(self.authorizer.authorize, header, required)
+        except auth.AuthenticationRequired as exc:
+            raise _Unauthorized(exc.status, exc.body, exc.challenge) from None
+
+    # --- reads -----------------------------------------------------------------
+    async def _view(self, gun: str) -> CurrentView | None:
+        cached = self._views.get(gun)
+        now = time.monotonic()
+        if cached is not None and cached.until > now:
+            return cached.view
+        view = await asyncio.to_thread(self.processor.fresh_view, gun)
+        if view is not None:
+            self._views[gun] = _CachedView(view, now + self.config.cache_ttl)
+        else:
+            self._views.pop(gun, None)
+        return view
+
+    async def _get(self, matched: Route) -> _Response:
+        gun, role = matched.gun or "", matched.role
+        if matched.checksum or matched.version:
+            file = await self._immutable_file(gun, role, matched.checksum, matched.version)
+            if file is None:
+                raise APIError("METADATA_NOT_FOUND")
+            return _Response(200, file.data, [
+                (b"content-type", TEXT), (b"cache-control", CONSISTENT_CACHE),
+                (b"last-modified", _http_date(file.created_at))])
+        view = await self._view(gun)
+        file = view.get(role) if view is not None else None
+        if file is None:
+            raise APIError("METADATA_NOT_FOUND")
+        return _Response(200, file.data, [
+            (b"content-type", TEXT), (b"cache-control", CURRENT_CACHE),
+            (b"last-modified", _http_date(file.updated_at))])
+
+    async def _immutable_file(self, gun: str, role: str, checksum: str,
+                              version: int) -> StoredFile | None:
+        key = (gun, role, checksum or f"v{version}")
+        cached = self._immutable.get(key)
+        if cached is not None:
+            self._immutable.move_to_end(key)
+            return cached
+        if checksum:
+            if len(checksum) != 64:
+                return None  # only sha256 is indexed, as in notary
+            file = await asyncio.to_thread(self.storage.by_checksum, gun, role, checksum)
+        else:
+            file = await asyncio.to_thread(self.storage.by_version, gun, role, version)
+        if file is not None:
+            self._immutable[key] = file
+            while len(self._immutable) > self.config.immutable_cache_entries:
+                self._immutable.popitem(last=False)
+        return file
+
+    def _forget(self, gun: str) -> None:
+        self._views.pop(gun, None)
+
+    # --- writes ----------------------------------------------------------------
+    async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
+        limit = self.config.max_body
+        for key, value in scope.get("headers", ()):
+            if key == b"content-length":
+                try:
+                    if int(value) > limit:
+                        raise APIError("TOO_LARGE", f"the limit is {limit} bytes")
+                except ValueError:
+                    raise APIError("MALFORMED_UPLOAD") from None
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise APIError("MALFORMED_UPLOAD")
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise APIError("TOO_LARGE", f"the limit is {limit} bytes")
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+    async def _update(self, gun: str, scope: Scope, receive: Receive) -> _Response:
+        body = await self._read_body(scope, receive)
+        content_type = ""
+        for key, value in scope.get("headers", ()):
+            if key == b"content-type":
+                content_type = value.decode("latin-1")
+        try:
+            parts = multipart.parse(body, content_type)
+        except multipart.MultipartError:
+            raise APIError("MALFORMED_UPLOAD") from None
+        uploads: list[Upload] = []
+        for part in parts:
+            if not part.disposition_ok or not part.filename:
+                raise APIError("NO_FILENAME")
+            role = part.filename.removesuffix(".json")
+            if not role:
+                raise APIError("NO_FILENAME")
+            if not is_role_name(role):
+                raise APIError("INVALID_ROLE", role)
+            uploads.append(parse_upload(role, part.data))
+        lock = self._gun_locks.setdefault(gun, asyncio.Lock())
+        async with lock:
+            try:
+                files = await asyncio.to_thread(self.processor.process, gun, uploads)
+                await asyncio.to_thread(self.storage.write, gun, files)
+            except VersionConflict:
+                raise APIError("VERSION", {}) from None
+            finally:
+                self._forget(gun)
+        for new in files:
+            if new.role == "timestamp":
+                log.info("update", extra={"gun": gun, "timestamp_version": new.version})
+        return _Response(200, b"", [])
+
+    async def _delete(self, gun: str) -> _Response:
+        await asyncio.to_thread(self.storage.delete, gun)
+        self._forget(gun)
+        for key in [k for k in self._immutable if k[0] == gun]:
+            del self._immutable[key]
+        log.info("delete", extra={"gun": gun})
+        return _Response(200, b"", [])
+
+    async def _key(self, gun: str, role: str, *, rotate: bool) -> _Response:
+        key = await asyncio.to_thread(self._server_key, gun, role, rotate)
+        body = (b'{"keytype":' + go_string(key.keytype) + b',"keyval":{"public":'
+                + go_string(key.public) + b',"private":null}}')
+        return _Response(200, body, [(b"content-type", TEXT)])
+
+    def _server_key(self, gun: str, role: str, rotate: bool) -> PublicKey:
+        """The key root lists and the signer holds; else the newest made; else a new one."""
+        if rotate:
+            return self.keys.create(gun, role)
+        view = self.processor.fresh_view(gun)
+        root_file = view.get(ROOT) if view else None
+        if root_file is not None:
+            try:
+                keys, _ = Metadata.from_bytes(root_file.data, Root).signed.role_keys(role)
+            except CountersignError:
+                keys = {}
+            held = {s.canonical_key_id for s in self.keys.signers(gun, role, keys.values())}
+            for listed in keys.values():
+                if listed.canonical_key_id in held:
+                    return listed
+        newest = self.keys.newest(gun, role)
+        return newest if newest is not None else self.keys.create(gun, role)
+
+    # --- change feed -----------------------------------------------------------
+    async def _changefeed(self, gun: str | None, scope: Scope) -> _Response:
+        query = parse_qs(scope.get("query_string", b"").decode("latin-1"),
+                         keep_blank_values=True)
+        records_text = query.get("records", [""])[0]
+        change_text = query.get("change_id", [""])[0]
+        try:
+            records = int(records_text, 10)
+            if not -(2**31) <= records < 2**31:
+                raise ValueError
+        except ValueError:
+            raise APIError("INVALID_PARAMETERS",
+                           f"invalid records parameter: {records_text[:40]!r}") from None
+        try:
+            change_id = int(change_text, 10) if change_text else 0
+            if not -(2**31) <= change_id < 2**31:
+                raise ValueError
+        except ValueError:
+            raise APIError("INVALID_PARAMETERS", "change ID expected to be integer, provided "
+                           f"ID was: {change_text[:40]}") from None
+        records = records or 100
+        reversed_order = change_id < 0 or records < 0
+        count = min(abs(records), MAX_CHANGE_RECORDS)
+        if reversed_order:
+            changes = await asyncio.to_thread(self.storage.changes, gun,
+                                              change_id if change_id > 0 else -1, -count)
+        else:
+            changes = await asyncio.to_thread(self.storage.changes, gun, change_id, count)
+        items = [
+            b'{"ID":' + go_string(str(c.id)) + b',"CreatedAt":'
+            + go_string(GoTime.from_datetime(c.created_at).format()) + b',"GUN":'
+            + go_string(c.gun) + b',"Version":' + str(c.version).encode() + b',"SHA256":'
+            + go_string(c.sha256) + b',"Category":' + go_string(c.category) + b"}"
+            for c in changes
+        ]
+        records_json = b"[" + b",".join(items) + b"]" if items else b"null"
+        body = b'{"count":' + str(len(items)).encode() + b',"records":' + records_json + b"}"
+        return _Response(200, body, [(b"content-type", TEXT)])
+
+
+class _Unauthorized(Exception):
+    def __init__(self, status: int, body: bytes, challenge: str) -> None:
+        super().__init__(challenge)
+        self.status = status
+        self.body = body
+        self.challenge = challenge
+
+
+__all__ = ["Route", "ServerConfig", "TrustServer", "route"]

@@ -1,0 +1,54 @@
+"""Prometheus metrics in the text exposition format, with no dependency."""
+
+from __future__ import annotations
+
+import threading
+from collections import defaultdict
+
+_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class Metrics:
+    """Request counts and latencies by route, method and status."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: dict[tuple[str, str, int], int] = defaultdict(int)
+        self._buckets: dict[str, list[int]] = defaultdict(lambda: [0] * len(_BUCKETS))
+        self._sums: dict[str, float] = defaultdict(float)
+        self._totals: dict[str, int] = defaultdict(int)
+
+    def observe(self, route: str, method: str, status: int, seconds: float) -> None:
+        with self._lock:
+            self._counts[(route, method, status)] += 1
+            buckets = self._buckets[route]
+            for index, bound in enumerate(_BUCKETS):
+                if seconds <= bound:
+                    buckets[index] += 1
+            self._sums[route] += seconds
+            self._totals[route] += 1
+
+    def render(self) -> bytes:
+        lines = [
+            "# HELP countersign_http_requests_total Requests answered, by route and status.",
+            "# TYPE countersign_http_requests_total counter",
+        ]
+        with self._lock:
+            for (route, method, status), count in sorted(self._counts.items()):
+                lines.append(f'countersign_http_requests_total{{route="{route}",'
+                             f'method="{method}",status="{status}"}} {count}')
+            lines += [
+                "# HELP countersign_http_request_seconds Time to answer, by route.",
+                "# TYPE countersign_http_request_seconds histogram",
+            ]
+            for route in sorted(self._totals):
+                for bound, count in zip(_BUCKETS, self._buckets[route], strict=True):
+                    lines.append(f'countersign_http_request_seconds_bucket{{route="{route}",'
+                                 f'le="{bound}"}} {count}')
+                lines.append(f'countersign_http_request_seconds_bucket{{route="{route}",'
+                             f'le="+Inf"}} {self._totals[route]}')
+                lines.append(f'countersign_http_request_seconds_sum{{route="{route}"}} '
+                             f"{self._sums[route]:.6f}")
+                lines.append(f'countersign_http_request_seconds_count{{route="{route}"}} '
+                             f"{self._totals[route]}")
+        return ("\n".join(lines) + "\n").encode()

@@ -1,0 +1,292 @@
+"""Storage of TUF files, the change feed and the signer's keys, on SQLAlchemy 2 Core.
+
+SQLite (one file in a data directory) by default; PostgreSQL for several
+server instances. Every update is one transaction; a version that is not newer
+than a stored one aborts it (:class:`VersionConflict`), which is also how two
+concurrent publishers are kept from writing the same version.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine, create_engine, delete, event, func, select
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
+
+from countersign.errors import CountersignError
+from countersign.server.schema import changefeed, metadata, server_keys, tuf_files
+
+
+class StorageError(CountersignError):
+    """The database failed (unreachable, locked, misconfigured)."""
+
+
+class VersionConflict(Exception):
+    """A stored version of a role is not older than the one being written."""
+
+    def __init__(self, role: str, version: int) -> None:
+        super().__init__(f"{role} version {version} is not newer than the stored one")
+        self.role = role
+        self.version = version
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    gun: str
+    role: str
+    version: int
+    data: bytes
+    sha256: str
+    created_at: _dt.datetime
+    updated_at: _dt.datetime
+
+
+@dataclass(frozen=True)
+class NewFile:
+    role: str
+    version: int
+    data: bytes
+
+
+@dataclass(frozen=True)
+class Change:
+    id: int
+    created_at: _dt.datetime
+    gun: str
+    version: int
+    sha256: str
+    category: str
+
+
+@dataclass(frozen=True)
+class KeyRecord:
+    key_id: str
+    gun: str
+    role: str
+    algorithm: str
+    public: bytes
+    private: bytes
+    created_at: _dt.datetime
+
+
+def _now() -> _dt.datetime:
+    return _dt.datetime.now(_dt.UTC)
+
+
+def _utc(value: _dt.datetime) -> _dt.datetime:
+    return value if value.tzinfo else value.replace(tzinfo=_dt.UTC)
+
+
+def database_url(url: str, data_dir: Path | None = None) -> str:
+    """Normalise ``--db``: ``sqlite:///FILE``, ``postgresql://...``, or a default file."""
+    if not url:
+        directory = data_dir or Path.cwd()
+        return f"sqlite:///{directory / 'countersign.db'}"
+    try:
+        parsed = make_url(url)
+    except Exception:  # noqa: BLE001 - SQLAlchemy raises several types for a bad URL
+        raise StorageError(f"--db {url!r} is not a database URL",
+                           advice="use sqlite:///PATH or postgresql://USER@HOST/DB") from None
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    elif parsed.drivername not in ("sqlite", "sqlite+pysqlite", "postgresql+psycopg"):
+        raise StorageError(f"database {parsed.drivername!r} is not supported",
+                           advice="use sqlite:///PATH or postgresql://USER@HOST/DB")
+    return parsed.render_as_string(hide_password=False)
+
+
+class Storage:
+    """All database access of the trust server."""
+
+    def __init__(self, url: str, *, create: bool = True) -> None:
+        self.url = url
+        self.is_sqlite = url.startswith("sqlite")
+        kwargs: dict[str, Any] = {}
+        if self.is_sqlite:
+            kwargs["connect_args"] = {"timeout": 30, "check_same_thread": False}
+        else:
+            kwargs.update(pool_size=10, max_overflow=10, pool_pre_ping=True)
+        self.engine: Engine = create_engine(url, **kwargs)
+        if self.is_sqlite:
+            _sqlite_pragmas(self.engine)
+        self._write_lock = threading.Lock() if self.is_sqlite else None
+        if create:
+            self.migrate()
+
+    def migrate(self) -> None:
+        """Bring the schema up to date (alembic when available, else create tables)."""
+        from countersign.server.migrations import upgrade
+
+        try:
+            upgrade(self.engine)
+        except SQLAlchemyError as exc:
+            raise StorageError(f"cannot prepare the database: {exc.__class__.__name__}: "
+                               f"{str(exc)[:200]}") from None
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        try:
+            with self.engine.connect() as conn:
+                yield conn
+        except OperationalError as exc:
+            raise StorageError(f"database unavailable: {str(exc.orig)[:200]}") from None
+
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        lock = self._write_lock
+        if lock is not None:
+            lock.acquire()
+        try:
+            with self.engine.connect().execution_options(immediate=True) as conn, conn.begin():
+                yield conn
+        except OperationalError as exc:
+            raise StorageError(f"database unavailable: {str(exc.orig)[:200]}") from None
+        finally:
+            if lock is not None:
+                lock.release()
+
+    # --- TUF files ------------------------------------------------------------
+    def _file(self, row: Any) -> StoredFile:
+        return StoredFile(row.gun, row.role, row.version, bytes(row.data), row.sha256,
+                          _utc(row.created_at), _utc(row.updated_at))
+
+    def latest(self, gun: str, role: str) -> StoredFile | None:
+        """The highest stored version of ``role``."""
+        query = (select(tuf_files).where(tuf_files.c.gun == gun, tuf_files.c.role == role)
+                 .order_by(tuf_files.c.version.desc()).limit(1))
+        with self._read() as conn:
+            row = conn.execute(query).first()
+        return self._file(row) if row else None
+
+    def by_checksum(self, gun: str, role: str, sha256: str) -> StoredFile | None:
+        query = select(tuf_files).where(tuf_files.c.gun == gun, tuf_files.c.role == role,
+                                        tuf_files.c.sha256 == sha256).limit(1)
+        with self._read() as conn:
+            row = conn.execute(query).first()
+        return self._file(row) if row else None
+
+    def by_version(self, gun: str, role: str, version: int) -> StoredFile | None:
+        query = select(tuf_files).where(tuf_files.c.gun == gun, tuf_files.c.role == role,
+                                        tuf_files.c.version == version)
+        with self._read() as conn:
+            row = conn.execute(query).first()
+        return self._file(row) if row else None
+
+    def write(self, gun: str, files: Sequence[NewFile]) -> None:
+        """Store ``files`` in one transaction, each newer than every stored version.
+
+        A change-feed record is written for the timestamp, as notary does.
+        """
+        now = _now()
+        try:
+            with self._write() as conn:
+                for new in files:
+                    highest = conn.execute(
+                        select(func.max(tuf_files.c.version)).where(
+                            tuf_files.c.gun == gun, tuf_files.c.role == new.role)
+                    ).scalar()
+                    if highest is not None and highest >= new.version:
+                        raise VersionConflict(new.role, new.version)
+                    digest = hashlib.sha256(new.data).hexdigest()
+                    conn.execute(tuf_files.insert().values(
+                        created_at=now, updated_at=now, gun=gun, role=new.role,
+                        version=new.version, sha256=digest, data=new.data))
+                    if new.role == "timestamp":
+                        conn.execute(changefeed.insert().values(
+                            created_at=now, gun=gun, version=new.version, sha256=digest,
+                            category="update"))
+        except IntegrityError:
+            # a concurrent writer took this version first
+            raise VersionConflict(files[0].role if files else "", 0) from None
+
+    def delete(self, gun: str) -> int:
+        """Remove every file of ``gun``; a deletion record only when something was removed."""
+        with self._write() as conn:
+            count = conn.execute(delete(tuf_files).where(tuf_files.c.gun == gun)).rowcount
+            if count:
+                conn.execute(changefeed.insert().values(
+                    created_at=_now(), gun=gun, version=0, sha256="", category="deletion"))
+        return int(count or 0)
+
+    def changes(self, gun: str | None, change_id: int, records: int) -> list[Change]:
+        """Change-feed records after ``change_id`` (or before it when ``records`` < 0)."""
+        query = select(changefeed)
+        if gun is not None:
+            query = query.where(changefeed.c.gun == gun)
+        if records >= 0:
+            if change_id >= 0:
+                query = query.where(changefeed.c.id > change_id)
+            query = query.order_by(changefeed.c.id.asc()).limit(records)
+        else:
+            if change_id >= 0:
+                query = query.where(changefeed.c.id < change_id)
+            query = query.order_by(changefeed.c.id.desc()).limit(-records)
+        with self._read() as conn:
+            rows = conn.execute(query).all()
+        changes = [Change(r.id, _utc(r.created_at), r.gun, r.version, r.sha256, r.category)
+                   for r in rows]
+        return sorted(changes, key=lambda c: c.id)
+
+    def last_change_id(self) -> int:
+        with self._read() as conn:
+            return int(conn.execute(select(func.max(changefeed.c.id))).scalar() or 0)
+
+    def healthy(self) -> str | None:
+        """None when the database answers, else why not."""
+        try:
+            with self._read() as conn:
+                conn.execute(select(1))
+        except (StorageError, SQLAlchemyError) as exc:
+            return str(exc)[:200]
+        return None
+
+    # --- signer keys ----------------------------------------------------------
+    def add_key(self, record: KeyRecord) -> None:
+        with self._write() as conn:
+            conn.execute(server_keys.insert().values(
+                created_at=record.created_at, key_id=record.key_id, gun=record.gun,
+                role=record.role, algorithm=record.algorithm, public=record.public,
+                private=record.private))
+
+    def keys(self, gun: str, role: str) -> list[KeyRecord]:
+        """The signer's keys for ``gun``/``role``, newest first."""
+        query = (select(server_keys).where(server_keys.c.gun == gun, server_keys.c.role == role)
+                 .order_by(server_keys.c.id.desc()))
+        with self._read() as conn:
+            rows = conn.execute(query).all()
+        return [KeyRecord(r.key_id, r.gun, r.role, r.algorithm, bytes(r.public),
+                          bytes(r.private), _utc(r.created_at)) for r in rows]
+
+
+def _sqlite_pragmas(engine: Engine) -> None:
+    """WAL for concurrent readers, a busy timeout, and BEGIN IMMEDIATE for writers."""
+
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # let SQLAlchemy's BEGIN below rule
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Connection) -> None:
+        # writers take the lock up front, so they queue instead of failing on upgrade
+        immediate = conn.get_execution_options().get("immediate")
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+__all__ = ["Change", "KeyRecord", "NewFile", "Storage", "StorageError", "StoredFile",
+           "VersionConflict", "database_url", "metadata"]
