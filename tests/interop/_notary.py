@@ -323,7 +323,8 @@ class ProcessStartError(RuntimeError):
 class _Process:
     """One started child: its Popen, log file and port."""
 
-    def __init__(self, name: str, argv: Sequence[str], log_path: Path, port: int) -> None:
+    def __init__(self, name: str, argv: Sequence[str], log_path: Path, port: int,
+                 env: Mapping[str, str] | None = None) -> None:
         self.name = name
         self.argv = list(argv)
         self.log_path = log_path
@@ -335,6 +336,7 @@ class _Process:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                env=None if env is None else dict(env),
                 preexec_fn=_child_setup,  # noqa: PLW1509 - no threads use fork state here
                 close_fds=True,
             )

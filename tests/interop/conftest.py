@@ -22,6 +22,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
+from _countersign import CountersignServer
 from _notary import NotaryCLI, NotaryCLIFactory, ReferenceNotary, TrustService, missing_binaries
 
 _gun_counter = itertools.count(1)
@@ -90,3 +91,14 @@ def gun(request: pytest.FixtureRequest) -> str:
     """A GUN no other test in the session uses: ``localhost:5000/test/<test>-<n>``."""
     slug = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[:60] or "t"
     return f"localhost:5000/test/{slug}-{next(_gun_counter)}"
+
+
+@pytest.fixture(scope="session")
+def countersign_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CountersignServer]:
+    """``countersign serve`` (SQLite, TLS, no auth) for the whole session."""
+    server = CountersignServer(tmp_path_factory.mktemp("countersign-serve"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

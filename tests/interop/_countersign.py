@@ -1,0 +1,115 @@
+"""``countersign serve`` as a child process on loopback, with the same interface as
+:class:`_notary.ReferenceNotary`, so every interop test can run against either."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from _notary import (
+    DEFAULT_MAX_BODY,
+    HTTPResult,
+    NotaryCLI,
+    ProcessStartError,
+    TLSFiles,
+    _probe_context,
+    _Process,
+    _tail,
+    free_port,
+    https_get,
+    make_tls_material,
+    tuf_path,
+)
+
+COUNTERSIGN = str(Path(sys.executable).parent / "countersign")
+SIGNER_PASSPHRASE = "interop-signer-passphrase"
+
+
+class CountersignServer:
+    """``countersign serve`` with TLS on a free port; SQLite in ``workdir`` unless ``db``."""
+
+    def __init__(self, workdir: Path, *, db: str | None = None,
+                 extra_args: Sequence[str] = (), startup_timeout: float = 30.0,
+                 tls: TLSFiles | None = None) -> None:
+        self.workdir = workdir
+        self.db = db or f"sqlite:///{workdir / 'countersign.db'}"
+        self.extra_args = list(extra_args)
+        self.startup_timeout = startup_timeout
+        self.tls = tls
+        self.port = 0
+        self._proc: _Process | None = None
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+    @property
+    def ca_path(self) -> Path:
+        assert self.tls is not None
+        return self.tls.ca_cert
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / "server.log"
+
+    def logs(self) -> str:
+        return _tail(self.log_path)
+
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.popen.poll() is None
+
+    def pids(self) -> list[int]:
+        return [self._proc.popen.pid] if self._proc else []
+
+    def start(self) -> CountersignServer:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        if self.tls is None:
+            self.tls = make_tls_material(self.workdir / "pki")
+        for _attempt in range(3):
+            self.port = free_port()
+            argv = [COUNTERSIGN, "serve", "--db", self.db, "--listen",
+                    f"127.0.0.1:{self.port}", "--tls-cert", str(self.tls.server_cert),
+                    "--tls-key", str(self.tls.server_key), "--log-level", "warning",
+                    *self.extra_args]
+            env = {**os.environ, "COUNTERSIGN_SIGNER_PASSPHRASE": SIGNER_PASSPHRASE}
+            self._proc = _Process("countersign", argv, self.log_path, self.port, env)
+            try:
+                self._proc.wait_port(self.startup_timeout, _probe_context(self.tls))
+                return self
+            except ProcessStartError:
+                self._proc.stop()
+                if "address already in use" not in self.logs().lower():
+                    raise
+        raise ProcessStartError(f"countersign serve could not bind a port\n{self.logs()}")
+
+    def stop(self) -> None:
+        if self._proc is not None:
+            self._proc.stop()
+            self._proc = None
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would."""
+        if self._proc is not None:
+            self._proc.popen.send_signal(signal.SIGKILL)
+            self._proc.popen.wait()
+            self._proc = None
+
+    def __enter__(self) -> CountersignServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def get(self, path: str, *, max_bytes: int = DEFAULT_MAX_BODY) -> HTTPResult:
+        return https_get(self.url, path, self.ca_path, max_bytes=max_bytes)
+
+    def get_tuf(self, gun: str, role: str, *, sha256: str | None = None,
+                version: int | None = None, max_bytes: int = DEFAULT_MAX_BODY) -> HTTPResult:
+        return self.get(tuf_path(gun, role, sha256=sha256, version=version), max_bytes=max_bytes)
+
+    def cli(self, trust_dir: Path, *, timeout: float = 60.0,
+            extra_env: Mapping[str, str] | None = None) -> NotaryCLI:
+        return NotaryCLI(trust_dir, self.url, self.ca_path, timeout=timeout, extra_env=extra_env)
