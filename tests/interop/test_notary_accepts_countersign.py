@@ -17,66 +17,17 @@ from pathlib import Path
 
 import pytest
 from _notary import NotaryCLIFactory, ReferenceNotary, parse_list_output
-from _tufhttp import fetch_repository, post_update, server_key
+from _tufhttp import create_repository, fetch_repository, post_update
 
 from countersign.tuf import (
-    ROOT,
-    SNAPSHOT,
     TARGETS,
-    TIMESTAMP,
-    DelegatedRole,
-    Delegations,
     FileMeta,
     Metadata,
     PrivateKey,
-    PublicKey,
-    Role,
-    new_root,
-    new_snapshot,
-    new_targets,
-    root_certificate_key,
 )
 from countersign.tuf.repository import verify_repository
 
 pytestmark = pytest.mark.interop
-
-
-def _publish_new_repository(server: ReferenceNotary, gun: str, payload: bytes, *,
-                            client_snapshot: bool) -> dict[str, PrivateKey]:
-    root_key, targets_key = PrivateKey.generate("ecdsa"), PrivateKey.generate("ecdsa")
-    releases_key = PrivateKey.generate("rsa", rsa_bits=2048)
-    snapshot_key = PrivateKey.generate("ecdsa")
-    root_public = root_certificate_key(root_key, gun)
-    timestamp_public = PublicKey.from_dict(server_key(server, gun, TIMESTAMP))
-    snapshot_public = (snapshot_key.public_key if client_snapshot
-                       else PublicKey.from_dict(server_key(server, gun, SNAPSHOT)))
-    keys = {k.key_id: k for k in (root_public, targets_key.public_key, snapshot_public,
-                                  timestamp_public)}
-    roles = {ROOT: Role((root_public.key_id,)), TARGETS: Role((targets_key.public_key.key_id,)),
-             SNAPSHOT: Role((snapshot_public.key_id,)),
-             TIMESTAMP: Role((timestamp_public.key_id,))}
-    root = new_root(keys, roles).sign(root_key, root_public)
-
-    digest = FileMeta.for_bytes(payload, algorithms=("sha256",))
-    delegation = DelegatedRole("targets/releases", (releases_key.public_key.key_id,), 1, ("",))
-    targets = new_targets(
-        targets={"latest": digest},
-        delegations=Delegations({releases_key.public_key.key_id: releases_key.public_key},
-                                (delegation,)),
-    ).sign(targets_key, targets_key.public_key)
-    releases = new_targets(targets={"v1.0": digest, "odd<&>name": digest}).sign(
-        releases_key, releases_key.public_key)
-
-    files = {ROOT: root.to_bytes(), TARGETS: targets.to_bytes(),
-             "targets/releases": releases.to_bytes()}
-    if client_snapshot:
-        snapshot = new_snapshot({ROOT: root.file_meta(), TARGETS: targets.file_meta(),
-                                 "targets/releases": releases.file_meta()})
-        files[SNAPSHOT] = snapshot.sign(snapshot_key, snapshot_key.public_key).to_bytes()
-    status, body = post_update(server, gun, files)
-    assert status == 200, f"reference server refused the upload: {status} {body!r}"
-    return {ROOT: root_key, TARGETS: targets_key, "targets/releases": releases_key,
-            SNAPSHOT: snapshot_key}
 
 
 @pytest.mark.parametrize("client_snapshot", [False, True], ids=["server-snapshot",
@@ -86,7 +37,7 @@ def test_notary_lists_a_repository_countersign_created(
     client_snapshot: bool,
 ) -> None:
     payload = b'{"schemaVersion":2}'
-    _publish_new_repository(reference_notary, gun, payload, client_snapshot=client_snapshot)
+    create_repository(reference_notary, gun, payload, client_snapshot=client_snapshot)
     reader = notary_cli("reader")
     listed = parse_list_output(reader.run_ok("list", gun).stdout)
     sha = hashlib.sha256(payload).hexdigest()
@@ -104,7 +55,7 @@ def test_countersign_updates_a_repository_and_notary_follows(
     reference_notary: ReferenceNotary, notary_cli: NotaryCLIFactory, gun: str, tmp_path: Path,
 ) -> None:
     payload = b"image manifest"
-    keys = _publish_new_repository(reference_notary, gun, payload, client_snapshot=False)
+    keys = create_repository(reference_notary, gun, payload, client_snapshot=False)
     reader = notary_cli("reader")
     assert "v2" not in parse_list_output(reader.run_ok("list", gun).stdout)
     # a second version of targets, signed by countersign, is accepted and followed

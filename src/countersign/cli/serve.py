@@ -6,7 +6,12 @@ import argparse
 import os
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 from countersign.errors import CountersignError
+
+if TYPE_CHECKING:
+    from countersign.server.app import TrustServer
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -57,7 +62,7 @@ def _listen(text: str) -> tuple[str, int]:
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
-def build_server(args: argparse.Namespace) -> object:
+def build_server(args: argparse.Namespace) -> TrustServer:
     """The ASGI application for ``args`` (separate from running it, for tests)."""
     from countersign.server.app import ServerConfig, TrustServer
     from countersign.server.signer import DatabaseKeyService, load_passphrase

@@ -11,16 +11,17 @@ from __future__ import annotations
 
 import asyncio
 import datetime as _dt
+import json
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs
 
 from countersign.errors import CountersignError
-from countersign.server import multipart
+from countersign.server import auth, multipart
 from countersign.server.apierrors import APIError, ValidationFailure
 from countersign.server.metrics import Metrics
 from countersign.server.signer import SERVER_ROLES, KeyService
@@ -129,7 +130,8 @@ class _Response:
 class TrustServer:
     """An ASGI application serving notary's HTTP API from :class:`Storage`."""
 
-    def __init__(self, storage: Storage, keys: KeyService, *, authorizer: Any = None,
+    def __init__(self, storage: Storage, keys: KeyService, *,
+                 authorizer: auth.Authorizer | None = None,
                  config: ServerConfig | None = None, metrics: Metrics | None = None) -> None:
         self.storage = storage
         self.keys = keys
@@ -162,7 +164,7 @@ class TrustServer:
             response = self._error(APIError("UNAVAILABLE"))
         except _Unauthorized as exc:
             response = _Response(exc.status, exc.body, [
-                (b"content-type", JSON), (b"www-authenticate", exc.challenge.encode())])
+                (b"content-type", JSON), (b"www-authenticate", exc.challenge.encode("utf-8"))])
         except Exception:  # noqa: BLE001 - the last line of defence: log, answer, stay up
             log.exception("unexpected failure", extra={"route": matched.name})
             response = self._error(APIError("UNKNOWN"))
@@ -199,7 +201,7 @@ class TrustServer:
             if problem:
                 return _Response(503, ('{"storage":' + go_string(problem).decode() + "}")
                                  .encode(), [(b"content-type", JSON)])
-            return _Response(200, b"{}", [(b"content-type", TEXT)])
+            return _Response(200, b"{}", [(b"content-type", JSON)])
         if name == "metrics":
             return _Response(200, self.metrics.render(),
                              [(b"content-type", b"text/plain; version=0.0.4")])
@@ -210,9 +212,7 @@ class TrustServer:
                 raise APIError("INVALID_GUN", f"gun {gun} is not allowed by this server")
             raise APIError("METADATA_NOT_FOUND")
         await self._authorize(matched, method, scope)
-        if name == "base":
-            if method != "GET":
-                raise APIError("GENERIC_NOT_FOUND")
+        if name == "base" and method == "GET":
             return _Response(200, b"{}", [(b"content-type", TEXT)])
         if name == "get" and method in ("GET", "HEAD"):
             return await self._get(matched)
@@ -234,9 +234,11 @@ class TrustServer:
             if key == b"authorization":
                 header = value.decode("latin-1")
                 break
-        from countersign.server import auth
-
-        required = auth.required_access(matched.name, method, matched.gun)
+        operation = _operation(matched, method)
+        required = auth.required_access(operation, matched.gun if operation != "NotFound"
+                                        else None)
+        if not required:
+            return
         try:
             await asyncio.to_thread(self.authorizer.authorize, header, required)
         except auth.AuthenticationRequired as exc:
@@ -260,14 +262,14 @@ class TrustServer:
         if matched.checksum or matched.version:
             file = await self._immutable_file(gun, role, matched.checksum, matched.version)
             if file is None:
-                raise APIError("METADATA_NOT_FOUND")
+                raise APIError("METADATA_NOT_FOUND", {})  # notary's detail: its empty error
             return _Response(200, file.data, [
                 (b"content-type", TEXT), (b"cache-control", CONSISTENT_CACHE),
                 (b"last-modified", _http_date(file.created_at))])
         view = await self._view(gun)
         file = view.get(role) if view is not None else None
         if file is None:
-            raise APIError("METADATA_NOT_FOUND")
+            raise APIError("METADATA_NOT_FOUND", {})
         return _Response(200, file.data, [
             (b"content-type", TEXT), (b"cache-control", CURRENT_CACHE),
             (b"last-modified", _http_date(file.updated_at))])
@@ -373,10 +375,12 @@ class TrustServer:
         view = self.processor.fresh_view(gun)
         root_file = view.get(ROOT) if view else None
         if root_file is not None:
+            keys: Mapping[str, PublicKey] = {}
             try:
-                keys, _ = Metadata.from_bytes(root_file.data, Root).signed.role_keys(role)
+                root: Metadata[Root] = Metadata.from_bytes(root_file.data, Root)
+                keys, _ = root.signed.role_keys(role)
             except CountersignError:
-                keys = {}
+                pass
             held = {s.canonical_key_id for s in self.keys.signers(gun, role, keys.values())}
             for listed in keys.values():
                 if listed.canonical_key_id in held:
@@ -390,20 +394,12 @@ class TrustServer:
                          keep_blank_values=True)
         records_text = query.get("records", [""])[0]
         change_text = query.get("change_id", [""])[0]
-        try:
-            records = int(records_text, 10)
-            if not -(2**31) <= records < 2**31:
-                raise ValueError
-        except ValueError:
-            raise APIError("INVALID_PARAMETERS",
-                           f"invalid records parameter: {records_text[:40]!r}") from None
-        try:
-            change_id = int(change_text, 10) if change_text else 0
-            if not -(2**31) <= change_id < 2**31:
-                raise ValueError
-        except ValueError:
-            raise APIError("INVALID_PARAMETERS", "change ID expected to be integer, provided "
-                           f"ID was: {change_text[:40]}") from None
+        records = _go_int32(records_text)
+        if isinstance(records, str):
+            raise APIError("INVALID_PARAMETERS", f"invalid records parameter: {records}")
+        change_id = _go_int32(change_text) if change_text else 0
+        if isinstance(change_id, str):
+            raise APIError("INVALID_PARAMETERS", {})  # notary's detail: its empty error
         records = records or 100
         reversed_order = change_id < 0 or records < 0
         count = min(abs(records), MAX_CHANGE_RECORDS)
@@ -422,6 +418,34 @@ class TrustServer:
         records_json = b"[" + b",".join(items) + b"]" if items else b"null"
         body = b'{"count":' + str(len(items)).encode() + b',"records":' + records_json + b"}"
         return _Response(200, body, [(b"content-type", TEXT)])
+
+
+def _operation(matched: Route, method: str) -> str:
+    """notary-server's name for the operation, which fixes the access it needs."""
+    name = matched.name
+    if name == "get" and method in ("GET", "HEAD"):
+        if matched.checksum:
+            return "GetRoleByHash"
+        return "GetRoleByVersion" if matched.version else "GetRole"
+    table = {
+        ("base", "GET"): "Main", ("update", "POST"): "UpdateTUF",
+        ("delete", "DELETE"): "DeleteTUF", ("key", "GET"): "GetKey",
+        ("key", "POST"): "RotateKey", ("gun_changefeed", "GET"): "Changefeed",
+        ("changefeed", "GET"): "GlobalChangefeed",
+    }
+    return table.get((name, method), "NotFound")
+
+
+def _go_int32(text: str) -> int | str:
+    """``strconv.ParseInt(text, 10, 32)``: the number, or Go's error text."""
+    quoted = json.dumps(text[:100])
+    body = text[1:] if text[:1] in "+-" else text
+    if not body or not body.isascii() or not body.isdigit():
+        return f"strconv.ParseInt: parsing {quoted}: invalid syntax"
+    value = int(text, 10)
+    if not -(2**31) <= value < 2**31:
+        return f"strconv.ParseInt: parsing {quoted}: value out of range"
+    return value
 
 
 class _Unauthorized(Exception):
