@@ -24,8 +24,11 @@ class JSONFormatter(logging.Formatter):
             if key in _STANDARD or key.startswith("_"):
                 continue
             if any(word in key.lower() for word in _SECRET_WORDS):
-                value = "[redacted]"
-            entry[key] = value if isinstance(value, str | int | float | bool | None) else str(value)
+                entry[key] = "[redacted]"
+            elif isinstance(value, str | int | float | bool | None):
+                entry[key] = value
+            else:
+                entry[key] = str(value)
         if record.exc_info:
             entry["error"] = self.formatException(record.exc_info).splitlines()[-1]
         return json.dumps(entry, separators=(",", ":"))

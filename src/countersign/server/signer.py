@@ -26,7 +26,7 @@ from countersign.server.storage import KeyRecord, Storage
 from countersign.tuf import PrivateKey, PublicKey, Signer
 from countersign.tuf.canonical import encode_canonical, parse_json
 
-PASSPHRASE_ENV = "COUNTERSIGN_SIGNER_PASSPHRASE"
+PASSPHRASE_ENV = "COUNTERSIGN_SIGNER_PASSPHRASE"  # noqa: S105 - a variable name
 SERVER_ROLES = ("timestamp", "snapshot")
 _MAGIC = b"CSK1"
 _SCRYPT_N = 2**14
@@ -111,7 +111,8 @@ class DatabaseKeyService:
         except InvalidTag:
             raise SignerError(
                 f"cannot unlock server key {record.key_id[:12]}: wrong signer passphrase",
-                advice=f"start the server with the passphrase it was set up with ({PASSPHRASE_ENV})",
+                advice=f"start the server with the passphrase it was set up with "
+                f"({PASSPHRASE_ENV})",
             ) from None
         loaded = serialization.load_der_private_key(der, password=None)
         return PrivateKey(loaded)  # type: ignore[arg-type]

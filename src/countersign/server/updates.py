@@ -72,7 +72,10 @@ class CurrentView:
 
 
 def parse_upload(role: str, data: bytes) -> Upload:
-    """notary's first pass: an envelope with ``signed._type/expires/version``, else MALFORMED_JSON."""
+    """notary's first pass: an envelope with ``signed._type/expires/version``.
+
+    Anything else is MALFORMED_JSON, as notary-server answers it.
+    """
     try:
         doc = parse_json(data, what=role)
         signed = doc["signed"]
@@ -112,6 +115,11 @@ def load_current(storage: Storage, gun: str) -> CurrentView | None:
             if stored is not None:
                 files[role] = stored
     return CurrentView(timestamp, snapshot, files)
+
+
+def _why(exc: CountersignError) -> str:
+    """The error's message with its advice: the client sees only this text."""
+    return f"{exc.message} ({exc.advice})" if exc.advice else exc.message
 
 
 def _depth_order(role: str) -> tuple[int, str]:
@@ -157,7 +165,7 @@ class UpdateProcessor:
                 validate_root(root_md, gun, previous=trusted_root, now=when)
                 root_md.check_expiry(ROOT, go_now)
             except CountersignError as exc:
-                raise bad_root(exc.message) from None
+                raise bad_root(_why(exc)) from None
             to_store.append(NewFile(ROOT, root_md.signed.version, root_upload.data))
             loaded[ROOT] = root_upload.data
         elif trusted_root is None:
@@ -201,7 +209,7 @@ class UpdateProcessor:
                 snap_md.check_signatures(keys, role_def, SNAPSHOT)
                 snap_md.check_expiry(SNAPSHOT, go_now)
             except CountersignError as exc:
-                raise bad_snapshot(exc.message) from None
+                raise bad_snapshot(_why(exc)) from None
             for role, data in loaded.items():
                 meta = snap_md.signed.meta.get(role)
                 if meta is None:
@@ -209,7 +217,7 @@ class UpdateProcessor:
                 try:
                     meta.check(data, role)
                 except CountersignError as exc:
-                    raise bad_snapshot(exc.message) from None
+                    raise bad_snapshot(_why(exc)) from None
             snapshot_bytes = snapshot_upload.data
             to_store.append(NewFile(SNAPSHOT, snap_md.signed.version, snapshot_bytes))
         else:
@@ -225,7 +233,7 @@ class UpdateProcessor:
         try:
             md = Metadata.from_bytes(upload.data, role=upload.role, what=upload.role)
         except CountersignError as exc:
-            raise failure(exc.message) from None
+            raise failure(_why(exc)) from None
         if md.to_bytes() != upload.data:
             raise invalid(
                 f"{upload.role} is not in notary's canonical file form; the notary client "
@@ -252,7 +260,7 @@ class UpdateProcessor:
         except ValidationFailure:
             raise
         except CountersignError as exc:
-            raise bad_targets(exc.message) from None
+            raise bad_targets(_why(exc)) from None
 
     def _sign(self, gun: str, root: Root, role: str, md: Metadata[Any]) -> Metadata[Any] | None:
         """Sign with the root-listed keys of ``role`` this server holds, if enough of them."""
@@ -336,5 +344,11 @@ class UpdateProcessor:
         return updates
 
 
-__all__ = ["CurrentView", "Upload", "UpdateProcessor", "is_role_name", "load_current",
-           "parse_upload"]
+__all__ = [
+    "CurrentView",
+    "UpdateProcessor",
+    "Upload",
+    "is_role_name",
+    "load_current",
+    "parse_upload",
+]
