@@ -37,6 +37,22 @@ from countersign.tuf import (
 )
 
 
+class WithToken:
+    """A server seen through a bearer token: every request made with it carries the token."""
+
+    def __init__(self, server: ReferenceNotary, token: str) -> None:
+        self.url = server.url
+        self.ca_path = server.ca_path
+        self.authorization = f"Bearer {token}"
+
+    def get_tuf(self, gun: str, role: str, *, sha256: str | None = None,
+                version: int | None = None) -> tuple[int, http.client.HTTPMessage, bytes]:
+        from _notary import tuf_path
+
+        return request(self, "GET", tuf_path(gun, role, sha256=sha256,  # type: ignore[arg-type]
+                                             version=version))
+
+
 def fetch_repository(server: ReferenceNotary, gun: str) -> dict[str, bytes]:
     """Every current file of ``gun``: timestamp, then all by the hashes the snapshot lists."""
     status, _, timestamp = server.get_tuf(gun, TIMESTAMP)
@@ -78,13 +94,20 @@ def _request(server: ReferenceNotary, method: str, path: str, body: bytes,
 def request(server: ReferenceNotary, method: str, path: str, body: bytes = b"",
             headers: Mapping[str, str] | None = None
             ) -> tuple[int, http.client.HTTPMessage, bytes]:
-    """One HTTPS request, trusting only the server's CA; the body read is capped at 16 MiB."""
+    """One HTTPS request, trusting only the server's CA; the body read is capped at 16 MiB.
+
+    A server object with an ``authorization`` attribute (see :class:`WithToken`) sends it.
+    """
+    headers = dict(headers or {})
+    token = getattr(server, "authorization", None)
+    if token and "Authorization" not in headers:
+        headers["Authorization"] = token
     url = urlsplit(server.url)
     context = ssl.create_default_context(cafile=str(Path(server.ca_path)))
     conn = http.client.HTTPSConnection(url.hostname or "127.0.0.1", url.port, context=context,
                                        timeout=20)
     try:
-        conn.request(method, path, body=body or None, headers=dict(headers or {}))
+        conn.request(method, path, body=body or None, headers=headers)
         response = conn.getresponse()
         return response.status, response.headers, response.read(16 << 20)
     finally:
