@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
+import socket
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -96,10 +98,11 @@ def _serve(args: argparse.Namespace) -> int:
     for path in (args.tls_cert, args.tls_key):
         if path is not None and not path.is_file():
             raise CountersignError(f"{path}: no such file")
+    listener = _bind(host, port)
     logs.configure(args.log_level)
     app = build_server(args)
     config = uvicorn.Config(
-        app, host=host, port=port, log_config=None, access_log=False, lifespan="on",
+        app, log_config=None, access_log=False, lifespan="on",
         ssl_certfile=str(args.tls_cert) if args.tls_cert else None,
         ssl_keyfile=str(args.tls_key) if args.tls_key else None,
         timeout_graceful_shutdown=10, server_header=False, date_header=True,
@@ -107,5 +110,25 @@ def _serve(args: argparse.Namespace) -> int:
     )
     server = uvicorn.Server(config)
     os.environ.pop("COUNTERSIGN_SIGNER_PASSPHRASE", None)  # not inherited by anything later
-    server.run()
+    # uvicorn shuts down gracefully on SIGTERM/SIGINT and then re-raises the signal to
+    # the handlers it found: make those no-ops, so a clean shutdown exits with status 0
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: None)
+    server.run(sockets=[listener])
     return 0
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """Bind before anything else, so a taken port is a clear error and not a late exit."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listener.bind((host, port))
+    except OSError as exc:
+        listener.close()
+        raise CountersignError(f"cannot listen on {host}:{port}: {exc.strerror}",
+                               advice="choose another --listen address") from None
+    listener.listen(2048)
+    listener.set_inheritable(True)
+    return listener
