@@ -1,6 +1,7 @@
 #!/bin/sh
 # Installs the Debian packages countersign's tests and demo run for real:
-# the reference Notary 0.7 (notary, notary-server, notary-signer).
+# the reference Notary 0.7 (notary, notary-server, notary-signer) and PostgreSQL
+# (the storage tests start a throwaway server with its initdb and postgres).
 # Usage: scripts/system-deps.sh   (root installs with apt-get; others get told what to run)
 set -eu
 
@@ -12,6 +13,22 @@ for pair in notary:notary notary-server:notary notary-signer:notary; do
         case " $missing " in *" $pkg "*) ;; *) missing="$missing $pkg" ;; esac
     fi
 done
+
+# Debian keeps PostgreSQL's server binaries off PATH, in /usr/lib/postgresql/<version>/bin
+# (tests/support/pgserver.py looks there too).
+have_postgresql() {
+    if command -v initdb >/dev/null 2>&1 && command -v postgres >/dev/null 2>&1; then
+        return 0
+    fi
+    for dir in /usr/lib/postgresql/*/bin; do
+        if [ -x "$dir/initdb" ] && [ -x "$dir/postgres" ]; then
+            return 0
+        fi
+    done
+    return 1
+}
+have_postgresql || missing="$missing postgresql"
+
 [ -z "$missing" ] && exit 0
 
 if [ "$(id -u)" -ne 0 ]; then

@@ -56,7 +56,7 @@ def test_restart_keeps_serving_the_same_repository(tmp_path: Path) -> None:
     try:
         status, _, after = server.get_tuf(gun, "timestamp")
         assert status == 200 and after == before  # the same keys sign after a restart
-        status, _, key = request(server, "GET", f"/v2/{gun}/_trust/tuf/timestamp.key")  # type: ignore[arg-type]
+        status, _, _ = request(server, "GET", f"/v2/{gun}/_trust/tuf/timestamp.key")  # type: ignore[arg-type]
         assert status == 200
     finally:
         server.stop()

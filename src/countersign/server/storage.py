@@ -17,11 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from alembic.util import CommandError
 from sqlalchemy import Connection, Engine, create_engine, delete, event, func, select
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 
 from countersign.errors import CountersignError
+from countersign.server.migrations import upgrade
 from countersign.server.schema import changefeed, metadata, server_keys, tuf_files
 
 
@@ -85,6 +87,19 @@ def _utc(value: _dt.datetime) -> _dt.datetime:
     return value if value.tzinfo else value.replace(tzinfo=_dt.UTC)
 
 
+def _reason(exc: BaseException) -> str:
+    """The driver's own message (without SQLAlchemy's statement dump), shortened."""
+    inner = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+    text = " ".join(str(inner).split()) or inner.__class__.__name__
+    return text[:300]
+
+
+def _lock_key(namespace: str, name: str) -> int:
+    """A signed 64-bit PostgreSQL advisory-lock key for ``name``."""
+    digest = hashlib.sha256(f"countersign:{namespace}:{name}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
 def database_url(url: str, data_dir: Path | None = None) -> str:
     """Normalise ``--db``: ``sqlite:///FILE``, ``postgresql://...``, or a default file."""
     if not url:
@@ -92,7 +107,7 @@ def database_url(url: str, data_dir: Path | None = None) -> str:
         return f"sqlite:///{directory / 'countersign.db'}"
     try:
         parsed = make_url(url)
-    except Exception:  # noqa: BLE001 - SQLAlchemy raises several types for a bad URL
+    except Exception:  # SQLAlchemy raises several types for a bad URL
         raise StorageError(f"--db {url!r} is not a database URL",
                            advice="use sqlite:///PATH or postgresql://USER@HOST/DB") from None
     if parsed.drivername in ("postgresql", "postgres"):
@@ -104,17 +119,31 @@ def database_url(url: str, data_dir: Path | None = None) -> str:
 
 
 class Storage:
-    """All database access of the trust server."""
+    """All database access of the trust server.
+
+    ``url`` goes through :func:`database_url` first, so a plain ``postgresql://``
+    URL works too. Every failure of the database surfaces as :class:`StorageError`
+    (a version that is not newer as :class:`VersionConflict`).
+    """
 
     def __init__(self, url: str, *, create: bool = True) -> None:
-        self.url = url
+        self.url = url = database_url(url)
         self.is_sqlite = url.startswith("sqlite")
         kwargs: dict[str, Any] = {}
         if self.is_sqlite:
             kwargs["connect_args"] = {"timeout": 30, "check_same_thread": False}
         else:
-            kwargs.update(pool_size=10, max_overflow=10, pool_pre_ping=True)
-        self.engine: Engine = create_engine(url, **kwargs)
+            # READ COMMITTED whatever the server's default: write() relies on each
+            # statement seeing what was committed before it took the GUN's lock
+            kwargs.update(pool_size=10, max_overflow=10, pool_pre_ping=True,
+                          isolation_level="READ COMMITTED")
+            if "connect_timeout" not in make_url(url).query:
+                kwargs["connect_args"] = {"connect_timeout": 10}
+        try:
+            self.engine: Engine = create_engine(url, **kwargs)
+        except (SQLAlchemyError, ImportError, ValueError, TypeError) as exc:
+            raise StorageError(f"cannot use database {make_url(url).render_as_string()}: "
+                               f"{_reason(exc)}") from None
         if self.is_sqlite:
             _sqlite_pragmas(self.engine)
         self._write_lock = threading.Lock() if self.is_sqlite else None
@@ -122,14 +151,14 @@ class Storage:
             self.migrate()
 
     def migrate(self) -> None:
-        """Bring the schema up to date (alembic when available, else create tables)."""
-        from countersign.server.migrations import upgrade
-
+        """Bring the schema up to date (alembic); safe to run concurrently and repeatedly."""
         try:
             upgrade(self.engine)
         except SQLAlchemyError as exc:
-            raise StorageError(f"cannot prepare the database: {exc.__class__.__name__}: "
-                               f"{str(exc)[:200]}") from None
+            raise StorageError(f"cannot prepare the database: {_reason(exc)}") from None
+        except CommandError as exc:
+            raise StorageError(f"cannot migrate the database schema: {exc}",
+                               advice="is the database from a newer countersign?") from None
 
     def close(self) -> None:
         self.engine.dispose()
@@ -139,19 +168,30 @@ class Storage:
         try:
             with self.engine.connect() as conn:
                 yield conn
-        except OperationalError as exc:
-            raise StorageError(f"database unavailable: {str(exc.orig)[:200]}") from None
+        except SQLAlchemyError as exc:
+            raise StorageError(f"database unavailable: {_reason(exc)}") from None
 
     @contextmanager
-    def _write(self) -> Iterator[Connection]:
+    def _write(self, gun: str | None = None) -> Iterator[Connection]:
+        """One write transaction; with ``gun``, writers of that GUN take turns.
+
+        SQLite: one writer at a time anyway (a lock per instance, BEGIN IMMEDIATE
+        across processes). PostgreSQL: a transaction-scoped advisory lock per GUN,
+        so two instances cannot both pass the version check before either commits.
+        IntegrityError is passed on for the caller to interpret.
+        """
         lock = self._write_lock
         if lock is not None:
             lock.acquire()
         try:
             with self.engine.connect().execution_options(immediate=True) as conn, conn.begin():
+                if gun is not None and not self.is_sqlite:
+                    conn.execute(select(func.pg_advisory_xact_lock(_lock_key("gun", gun))))
                 yield conn
-        except OperationalError as exc:
-            raise StorageError(f"database unavailable: {str(exc.orig)[:200]}") from None
+        except IntegrityError:
+            raise
+        except SQLAlchemyError as exc:
+            raise StorageError(f"database unavailable: {_reason(exc)}") from None
         finally:
             if lock is not None:
                 lock.release()
@@ -189,9 +229,11 @@ class Storage:
         A change-feed record is written for the timestamp, as notary does.
         """
         now = _now()
+        current: NewFile | None = None
         try:
-            with self._write() as conn:
+            with self._write(gun) as conn:
                 for new in files:
+                    current = new
                     highest = conn.execute(
                         select(func.max(tuf_files.c.version)).where(
                             tuf_files.c.gun == gun, tuf_files.c.role == new.role)
@@ -207,12 +249,14 @@ class Storage:
                             created_at=now, gun=gun, version=new.version, sha256=digest,
                             category="update"))
         except IntegrityError:
-            # a concurrent writer took this version first
-            raise VersionConflict(files[0].role if files else "", 0) from None
+            # a concurrent writer took this version first (not expected with the GUN lock)
+            if current is None:
+                raise StorageError("database refused the update") from None
+            raise VersionConflict(current.role, current.version) from None
 
     def delete(self, gun: str) -> int:
         """Remove every file of ``gun``; a deletion record only when something was removed."""
-        with self._write() as conn:
+        with self._write(gun) as conn:
             count = conn.execute(delete(tuf_files).where(tuf_files.c.gun == gun)).rowcount
             if count:
                 conn.execute(changefeed.insert().values(
@@ -220,18 +264,23 @@ class Storage:
         return int(count or 0)
 
     def changes(self, gun: str | None, change_id: int, records: int) -> list[Change]:
-        """Change-feed records after ``change_id`` (or before it when ``records`` < 0)."""
+        """Up to ``abs(records)`` change-feed records, always in ascending id order.
+
+        As notary-server: ``records`` >= 0 and ``change_id`` >= 0 gives the records
+        after ``change_id``; a negative ``records`` gives the ones just before
+        ``change_id``, and counting back from the newest when ``change_id`` <= 0
+        (a negative ``change_id`` alone also means "the newest").
+        """
         query = select(changefeed)
         if gun is not None:
             query = query.where(changefeed.c.gun == gun)
-        if records >= 0:
-            if change_id >= 0:
-                query = query.where(changefeed.c.id > change_id)
-            query = query.order_by(changefeed.c.id.asc()).limit(records)
+        if records >= 0 and change_id >= 0:
+            query = (query.where(changefeed.c.id > change_id)
+                     .order_by(changefeed.c.id.asc()).limit(records))
         else:
-            if change_id >= 0:
+            if change_id > 0:
                 query = query.where(changefeed.c.id < change_id)
-            query = query.order_by(changefeed.c.id.desc()).limit(-records)
+            query = query.order_by(changefeed.c.id.desc()).limit(abs(records))
         with self._read() as conn:
             rows = conn.execute(query).all()
         changes = [Change(r.id, _utc(r.created_at), r.gun, r.version, r.sha256, r.category)
@@ -253,11 +302,16 @@ class Storage:
 
     # --- signer keys ----------------------------------------------------------
     def add_key(self, record: KeyRecord) -> None:
-        with self._write() as conn:
-            conn.execute(server_keys.insert().values(
-                created_at=record.created_at, key_id=record.key_id, gun=record.gun,
-                role=record.role, algorithm=record.algorithm, public=record.public,
-                private=record.private))
+        # stored as UTC: SQLite keeps no offset, and _utc() reads it back as UTC
+        created = _utc(record.created_at).astimezone(_dt.UTC)
+        try:
+            with self._write() as conn:
+                conn.execute(server_keys.insert().values(
+                    created_at=created, key_id=record.key_id, gun=record.gun,
+                    role=record.role, algorithm=record.algorithm, public=record.public,
+                    private=record.private))
+        except IntegrityError:
+            raise StorageError(f"server key {record.key_id[:12]} is already stored") from None
 
     def keys(self, gun: str, role: str) -> list[KeyRecord]:
         """The signer's keys for ``gun``/``role``, newest first."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 from alembic import command
@@ -9,6 +10,9 @@ from alembic.config import Config
 from sqlalchemy import Engine
 
 _HERE = Path(__file__).parent
+# alembic's ``context`` is one global per process: two upgrades in threads would clash.
+# Across processes, env.py serialises them with a database lock.
+_UPGRADE_LOCK = threading.Lock()
 
 
 def alembic_config(engine: Engine) -> Config:
@@ -20,4 +24,5 @@ def alembic_config(engine: Engine) -> Config:
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
     """Apply every migration up to ``revision``; safe to run on each start."""
-    command.upgrade(alembic_config(engine), revision)
+    with _UPGRADE_LOCK:
+        command.upgrade(alembic_config(engine), revision)
