@@ -297,7 +297,7 @@ def _stored(store: KeyStore, key: PrivateKey) -> Path:
         ),
     ],
 )
-def test_corrupt_key_files(  # noqa: PLR0917
+def test_corrupt_key_files(
     store: KeyStore,
     key_of: KeyOf,
     caplog: pytest.LogCaptureFixture,
