@@ -1,8 +1,11 @@
-"""The main job until the sandbox exists: countersign and the real notary 0.7, end to end.
+"""The main job until the sandbox exists: countersign's trust server and the real notary 0.7.
 
-Every step checks its own outcome and the demo stops at the first that differs,
-with exit status 1. It starts the reference notary-signer and notary-server on
-loopback (fresh TLS material, memory storage), and stops them at the end.
+The notary CLI, unchanged, runs the paper's trust operations against
+``countersign serve``; countersign verifies what it serves, signs with keys
+notary made, and refuses a tampered file; the reference notary-server accepts a
+repository countersign made. Every step checks its own outcome and the demo stops
+at the first that differs, with exit status 1. Everything runs on loopback with
+fresh TLS material and is stopped at the end.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests" / "interop"))  # the reference-notary harness
 
+from _countersign import CountersignServer  # noqa: E402
 from _notary import (  # noqa: E402
     PASSPHRASE_ENV,
     NotaryCLI,
@@ -28,7 +32,7 @@ from _notary import (  # noqa: E402
     make_delegation_key,
     parse_list_output,
 )
-from _tufhttp import fetch_repository, post_update  # noqa: E402
+from _tufhttp import create_repository, fetch_repository, post_update  # noqa: E402
 
 from countersign.keystore import EnvPassphrases, KeyStore  # noqa: E402
 from countersign.tuf import ROOT as ROOT_ROLE  # noqa: E402
@@ -62,25 +66,43 @@ def countersign(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def run(work: Path) -> None:
-    server = ReferenceNotary(work / "reference")
+    server = CountersignServer(work / "countersign")
+    reference = ReferenceNotary(work / "reference")
     payload = work / "manifest.json"
     payload.write_bytes(json.dumps({"schemaVersion": 2, "layers": []}).encode())
     digest = hashlib.sha256(payload.read_bytes()).hexdigest()
 
     def start() -> str:
         server.start()
-        return f"notary-server at {server.url}, notary-signer behind it (mutual TLS)"
+        reference.start()
+        return (f"countersign serve at {server.url} (SQLite, built-in signer); the reference "
+                f"notary-server at {reference.url} for comparison")
 
-    step("start the reference notary-server and notary-signer on loopback", start)
+    step("start countersign serve and the reference notary-server on loopback", start)
     try:
         _scenario(server, work, payload, digest)
+        _interop(reference, work)
     finally:
         server.stop()
-        expect(not server.running(), "the reference servers did not stop")
-        print("[-] reference servers stopped", flush=True)
+        reference.stop()
+        expect(not server.running() and not reference.running(), "a server did not stop")
+        print("[-] servers stopped", flush=True)
 
 
-def _scenario(server: ReferenceNotary, work: Path, payload: Path, digest: str) -> None:
+def _interop(reference: ReferenceNotary, work: Path) -> None:
+    def created_by_countersign() -> str:
+        gun = "localhost:5000/test/made-by-countersign"
+        create_repository(reference, gun, b'{"schemaVersion":2}', client_snapshot=False)
+        listed = parse_list_output(NotaryCLI(work / "reference-reader", reference.url,
+                                             reference.ca_path).run_ok("list", gun).stdout)
+        expect(set(listed) == {"latest", "v1.0", "odd<&>name"}, f"notary list: {listed}")
+        return ("a repository countersign made (root certificate, RSA delegation) is accepted "
+                "by the reference notary-server and listed by notary")
+
+    step("the reference notary-server accepts what countersign writes", created_by_countersign)
+
+
+def _scenario(server: CountersignServer, work: Path, payload: Path, digest: str) -> None:
     admin = NotaryCLI(work / "admin", server.url, server.ca_path)
     stage = NotaryCLI(work / "stage", server.url, server.ca_path)
 
@@ -161,7 +183,8 @@ def _scenario(server: ReferenceNotary, work: Path, payload: Path, digest: str) -
         expect(listed.get("v2", ("",))[0] == digest, f"notary list: {listed}")
         return "signed v2 with notary's targets key; the server accepted it, notary lists it"
 
-    step("countersign signs, the reference server accepts, notary lists", countersign_signs)
+    step("countersign signs with the key notary made; the server accepts; notary lists",
+         countersign_signs)
 
     def tamper() -> str:
         directory = work / "tampered"
