@@ -73,3 +73,33 @@ class PassphraseError(KeystoreError):
 
 class KeyRoleError(KeystoreError):
     """A key that exists but belongs to another role or repository."""
+
+
+class RemoteError(CountersignError):
+    """A trust server (or a mirror) did not give what was asked for."""
+
+
+class NotFoundError(RemoteError):
+    """The server has no such metadata (HTTP 404)."""
+
+
+class ServerRejectedError(RemoteError):
+    """The server refused an update (HTTP 400), with notary's error code and detail."""
+
+    def __init__(self, message: str, *, code: str = "", detail: object = None,
+                 advice: str | None = None) -> None:
+        super().__init__(message, advice=advice)
+        self.code = code
+        self.detail = detail
+
+
+class ServerUnavailableError(RemoteError):
+    """The server could not be reached, timed out, or answered with another status."""
+
+
+class AuthenticationError(RemoteError):
+    """The server wants credentials that were not given or not accepted (HTTP 401)."""
+
+
+class DownloadError(RemoteError):
+    """A download broke a bound: too long, too slow, or cut short."""

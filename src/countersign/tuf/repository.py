@@ -13,22 +13,17 @@ import datetime as _dt
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from countersign.errors import CountersignError, FormatError, VerificationError
+from countersign.errors import CountersignError, VerificationError
 from countersign.tuf.metadata import (
     ROOT,
     SNAPSHOT,
     TARGETS,
     TIMESTAMP,
     FileMeta,
-    Metadata,
-    Root,
-    Snapshot,
-    Targets,
-    Timestamp,
     VerificationResult,
 )
-from countersign.tuf.roots import validate_root
 from countersign.tuf.timefmt import GoTime
+from countersign.tuf.trusted import TrustedState
 
 
 @dataclass(frozen=True)
@@ -65,11 +60,11 @@ class RepositoryReport:
         return None
 
 
-def _parse(files: Mapping[str, bytes], role: str) -> Metadata:  # type: ignore[type-arg]
+def _file(files: Mapping[str, bytes], role: str) -> bytes:
     data = files.get(role)
     if data is None:
         raise VerificationError(f"{role}.json is missing")
-    return Metadata.from_bytes(data, role=role, what=f"{role}.json")
+    return data
 
 
 def verify_repository(
@@ -83,75 +78,49 @@ def verify_repository(
 
     Raises :class:`VerificationError` for anything that would make notary's
     client refuse the repository; an invalid delegation only drops that
-    delegation's subtree, with a warning, as notary does.
+    delegation's subtree, with a warning, as notary does. ``trusted_root`` is a
+    root already trusted; the repository's root must then be a valid rotation of it.
     """
     when = now or _dt.datetime.now(_dt.UTC)
-    go_now = GoTime.from_datetime(when)
-    report = RepositoryReport(gun)
-
-    root_md: Metadata[Root] = _parse(files, ROOT)
-    previous = (
-        Metadata.from_bytes(trusted_root, Root, what="trusted root") if trusted_root else None
-    )
-    validation = validate_root(root_md, gun, previous=previous, now=when)
-    root_md.check_expiry("root", go_now)
-    if previous is not None:
-        root_md.check_version("root", previous.signed.version)
-    root = root_md.signed
-    report.roles[ROOT] = RoleReport(ROOT, root.version, root.expires, validation.own)
-
-    def base(md: Metadata, role: str) -> None:  # type: ignore[type-arg]
-        keys, threshold = root.role_keys(role)
-        result = md.check_signatures(keys, threshold, role)
-        md.check_expiry(role, go_now)
-        report.roles[role] = RoleReport(role, md.signed.version, md.signed.expires, result)
-
-    timestamp: Metadata[Timestamp] = _parse(files, TIMESTAMP)
-    base(timestamp, TIMESTAMP)
-    snapshot_data = files.get(SNAPSHOT, b"")
-    timestamp.signed.meta[SNAPSHOT].check(snapshot_data, "snapshot.json")
-    snapshot: Metadata[Snapshot] = _parse(files, SNAPSHOT)
-    base(snapshot, SNAPSHOT)
-    meta = snapshot.signed.meta
-    meta[ROOT].check(files[ROOT], "root.json")
-    meta[TARGETS].check(files.get(TARGETS, b""), "targets.json")
-    targets: Metadata[Targets] = _parse(files, TARGETS)
-    base(targets, TARGETS)
-    report.targets.extend(SignedTarget(n, TARGETS, m) for n, m in targets.signed.targets.items())
-
-    # delegations, pre-order, as the client walks them
-    queue: list[tuple[Metadata[Targets], tuple[str, ...]]] = [(targets, ("",))]
+    if trusted_root is not None:
+        state = TrustedState.from_trusted_root(gun, trusted_root, now=when)
+        state.update_root(_file(files, ROOT))
+    else:
+        state = TrustedState.from_new_root(gun, _file(files, ROOT), now=when)
+    state.update_timestamp(_file(files, TIMESTAMP))
+    state.update_snapshot(files.get(SNAPSHOT, b""))
+    state.update_targets(files.get(TARGETS, b""))
+    queue = [TARGETS]
     while queue:
-        parent, parent_paths = queue.pop(0)
-        for delegated in parent.signed.delegations.roles:
-            name = delegated.name
-            if name not in meta:
-                continue
-            data = files.get(name)
+        for child in state.children(queue.pop(0)):
+            data = files.get(child)
             if data is None:
-                raise VerificationError(f"{name}.json is listed in the snapshot but missing")
-            meta[name].check(data, f"{name}.json")
-            try:
-                md: Metadata[Targets] = Metadata.from_bytes(data, Targets, role=name,
-                                                            what=f"{name}.json")
-                keys = {k: parent.signed.delegations.keys[k] for k in delegated.keyids}
-                result = md.check_signatures(keys, delegated, name)
-                md.check_expiry(name, go_now)
-            except (VerificationError, FormatError) as exc:
-                report.warnings.append(f"skipping {name}: {exc.message}")
-                continue
-            report.roles[name] = RoleReport(name, md.signed.version, md.signed.expires, result)
-            paths = delegated.restrict(parent_paths)
-            for target_name, target_meta in md.signed.targets.items():
-                if any(target_name.startswith(p) for p in paths):
-                    report.targets.append(SignedTarget(target_name, name, target_meta))
-                else:
-                    report.warnings.append(
-                        f"{name} lists {target_name!r} outside its paths; ignored"
-                    )
-            queue.append((md, paths))
+                raise VerificationError(f"{child}.json is listed in the snapshot but missing")
+            if state.update_delegation(child, data) is not None:
+                queue.append(child)
+    return report_of(state)
+
+
+def report_of(state: TrustedState) -> RepositoryReport:
+    """What a trusted state says: every role's signers, every target it may sign."""
+    report = RepositoryReport(state.gun)
+    root = state.root.signed
+    assert state.root_result is not None
+    report.roles[ROOT] = RoleReport(ROOT, root.version, root.expires, state.root_result)
+    for role, base in ((TIMESTAMP, state.timestamp), (SNAPSHOT, state.snapshot)):
+        if base is not None:
+            keys, threshold = root.role_keys(role)
+            report.roles[role] = RoleReport(role, base.signed.version, base.signed.expires,
+                                            base.verify(keys, threshold, role))
+    for name, trusted in state.roles.items():
+        signed = trusted.metadata.signed
+        report.roles[name] = RoleReport(name, signed.version, signed.expires,
+                                        trusted.signatures)
+        report.targets.extend(SignedTarget(t, name, meta)
+                              for t, meta in state.targets_of(name).items())
+    report.warnings = list(state.warnings)
     return report
 
 
 __all__ = ["CountersignError", "RepositoryReport", "RoleReport", "SignedTarget",
-           "verify_repository"]
+           "report_of", "verify_repository"]

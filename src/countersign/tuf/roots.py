@@ -81,14 +81,19 @@ def validate_root(
     previous: Metadata[Root] | None = None,
     now: _dt.datetime | None = None,
     pin: PinCheck | None = None,
+    check_expiry: bool = True,
 ) -> RootValidation:
     """Accept ``new`` as the root of ``gun`` or raise :class:`VerificationError`.
+
+    ``check_expiry=False`` accepts expired root certificates: for a root already
+    trusted (a cache) and for the intermediate roots of a rotation chain.
 
     Metadata expiry and version ordering are the caller's rules (a client
     ignores the expiry of intermediate roots in a rotation chain).
     """
     root = new.signed
-    own_keys, problems = root_certificate_keys(root, gun, check_expiry=True, now=now, pin=pin)
+    own_keys, problems = root_certificate_keys(root, gun, check_expiry=check_expiry, now=now,
+                                               pin=pin)
     if not own_keys:
         raise VerificationError(
             f"root of {gun} has no valid root certificate",
