@@ -105,8 +105,8 @@ def report_of(state: TrustedState) -> RepositoryReport:
     """What a trusted state says: every role's signers, every target it may sign."""
     report = RepositoryReport(state.gun)
     root = state.root.signed
-    assert state.root_result is not None
-    report.roles[ROOT] = RoleReport(ROOT, root.version, root.expires, state.root_result)
+    if state.root_result is not None:
+        report.roles[ROOT] = RoleReport(ROOT, root.version, root.expires, state.root_result)
     for role, base in ((TIMESTAMP, state.timestamp), (SNAPSHOT, state.snapshot)):
         if base is not None:
             keys, threshold = root.role_keys(role)
