@@ -14,6 +14,8 @@ sys.path.insert(0, str(Path(__file__).parent / "support"))
 if TYPE_CHECKING:
     from pgserver import PostgresServer
 
+    from countersign.server.app import TrustServer
+
 
 # --- a throwaway PostgreSQL (tests/support/pgserver.py) ---------------------------
 #
@@ -54,3 +56,16 @@ def pg_database_url(postgres_server: PostgresServer,
     url = postgres_server.create_database(request.node.name)
     yield url
     postgres_server.drop_database(url)
+
+
+@pytest.fixture
+def trust_app(tmp_path: Path) -> Iterator[TrustServer]:
+    """A trust server in-process on a temporary SQLite database (current views not cached)."""
+    from countersign.server.app import ServerConfig, TrustServer
+    from countersign.server.signer import DatabaseKeyService
+    from countersign.server.storage import Storage
+
+    storage = Storage(f"sqlite:///{tmp_path / 'server.db'}")
+    keys = DatabaseKeyService(storage, "test-signer-passphrase")
+    yield TrustServer(storage, keys, config=ServerConfig(cache_ttl=0.0, max_body=1 << 20))
+    storage.close()

@@ -1,0 +1,108 @@
+"""Trust pinning: how a first root is accepted (notary's ``trust_pinning``).
+
+First match wins: pinned root certificate key IDs for the GUN (or the longest
+``prefix*``); else a CA for the longest GUN prefix, which some root leaf must
+chain to; else trust on first use, unless it is disabled.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+
+from countersign.errors import CountersignError
+from countersign.tuf.keys import PublicKey
+from countersign.tuf.roots import PinCheck
+
+
+class TrustPinningError(CountersignError):
+    """The first root of a repository is not one the pinning allows."""
+
+
+def _longest(mapping: Mapping[str, object], gun: str) -> str | None:
+    """The key for ``gun``: itself, else the ``prefix*`` with the longest prefix of it."""
+    if gun in mapping:
+        return gun
+    best, best_length = None, -1
+    for key in mapping:
+        if key.endswith("*") and gun.startswith(key[:-1]) and len(key) - 1 > best_length:
+            best, best_length = key, len(key) - 1
+    return best
+
+
+@dataclass(frozen=True)
+class TrustPinning:
+    """``certs``: GUN or ``prefix*`` -> allowed root key IDs; ``ca``: GUN prefix -> CA bundle."""
+
+    certs: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    ca: Mapping[str, Path] = field(default_factory=dict)
+    disable_tofu: bool = False
+
+    def check_for(self, gun: str, *, now: _dt.datetime | None = None) -> PinCheck | None:
+        """The check a first root of ``gun`` must pass (None: trust on first use)."""
+        pinned = _longest(self.certs, gun)
+        if pinned is not None:
+            allowed = set(self.certs[pinned])
+
+            def by_key_id(leaf: x509.Certificate, chain: list[x509.Certificate]) -> bool:
+                return PublicKey.from_certificates([leaf, *chain]).key_id in allowed
+
+            return by_key_id
+        prefixes = [p for p in self.ca if gun.startswith(p)]
+        if prefixes:
+            bundle = self.ca[max(prefixes, key=len)]
+            roots = _load_bundle(bundle)
+            when = now or _dt.datetime.now(_dt.UTC)
+
+            def by_ca(leaf: x509.Certificate, chain: list[x509.Certificate]) -> bool:
+                return _chains_to(leaf, chain, roots, when)
+
+            return by_ca
+        if self.disable_tofu:
+            raise TrustPinningError(
+                f"no trust pinning for {gun} and trust on first use is disabled",
+                advice="pin the root certificate IDs or a CA for this repository")
+        return None
+
+
+def _load_bundle(path: Path) -> list[x509.Certificate]:
+    try:
+        return x509.load_pem_x509_certificates(Path(path).read_bytes())
+    except (OSError, ValueError) as exc:
+        raise TrustPinningError(f"cannot read the pinned CA bundle {path}: {exc}") from None
+
+
+def _valid(cert: x509.Certificate, when: _dt.datetime) -> bool:
+    return cert.not_valid_before_utc <= when <= cert.not_valid_after_utc
+
+
+def _chains_to(leaf: x509.Certificate, chain: list[x509.Certificate],
+               roots: list[x509.Certificate], when: _dt.datetime) -> bool:
+    """Whether ``leaf`` is issued, through ``chain``, by one of ``roots``, all valid now."""
+    current = leaf
+    pool = list(chain)
+    for _depth in range(len(chain) + 1):
+        if not _valid(current, when):
+            return False
+        for root in roots:
+            if _issued_by(current, root) and _valid(root, when):
+                return True
+        parent = next((c for c in pool if _issued_by(current, c)), None)
+        if parent is None:
+            return False
+        pool.remove(parent)
+        current = parent
+    return False
+
+
+def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+    try:
+        cert.verify_directly_issued_by(issuer)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
