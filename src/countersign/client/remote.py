@@ -77,7 +77,7 @@ class NotaryRemote:
         body = self._check(response, f"{role}.key")
         try:
             return PublicKey.from_dict(parse_json(body, what=f"{role}.key"))
-        except Exception as exc:  # noqa: BLE001 - any malformed answer is the server's fault
+        except Exception as exc:
             raise ServerUnavailableError(
                 f"{self.server} sent an unusable {role} key: {exc}") from None
 

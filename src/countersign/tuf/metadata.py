@@ -360,6 +360,8 @@ class Delegations:
 
 # --- the four kinds of signed document -----------------------------------------
 
+_S = TypeVar("_S", bound="Signed")
+
 
 @dataclass(frozen=True)
 class Signed:
@@ -395,8 +397,8 @@ class Signed:
         """Expired when ``now`` is past ``expires`` (no leeway, as notary)."""
         return (now or GoTime.now()) > self.expires
 
-    def bump(self, *, expires: GoTime | None = None, now: GoTime | None = None,
-             role: str | None = None) -> Signed:
+    def bump(self: _S, *, expires: GoTime | None = None, now: GoTime | None = None,
+             role: str | None = None) -> _S:
         """The next version, with a new expiry (the role's default from ``now`` if not given)."""
         if expires is None:
             default = DEFAULT_EXPIRY[role or self.TYPE.lower()]
