@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from countersign import __version__
-from countersign.cli import key, metadata, serve
+from countersign.cli import key, metadata, serve, trust
 from countersign.errors import CountersignError
 
 
@@ -21,6 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     key.register(sub)
     metadata.register(sub)
     serve.register(sub)
+    trust.register(sub)
     return parser
 
 
