@@ -164,14 +164,14 @@ def _server_for(args: argparse.Namespace, gun: str) -> str:
 
 def _repository(args: argparse.Namespace, gun: str) -> Any:
     from countersign.client.cache import MetadataCache
-    from countersign.client.http import HTTPSFetcher
+    from countersign.client.http import Credentials, HTTPSFetcher
     from countersign.client.remote import NotaryRemote
     from countersign.client.repository import TrustRepository
     from countersign.keystore import DefaultPassphrases, KeyStore
 
     trust_dir = resolve_trust_dir(args)
     ca = args.tls_ca or os.environ.get(TLS_CA_ENV) or None
-    fetcher = HTTPSFetcher(_server_for(args, gun), ca_file=ca)
+    fetcher = HTTPSFetcher(_server_for(args, gun), ca_file=ca, credentials=Credentials())
     return TrustRepository(gun, NotaryRemote(fetcher, gun), MetadataCache(trust_dir, gun),
                            KeyStore(trust_dir, DefaultPassphrases()))
 
