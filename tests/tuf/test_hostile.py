@@ -163,3 +163,13 @@ def test_metadata_parser_arbitrary_json(value: Any) -> None:
             Metadata.from_bytes(json.dumps(wrapped).encode())
         except CountersignError:
             continue
+
+
+@settings(max_examples=500)
+@given(JSON)
+def test_fast_encoder_equals_the_exact_one(value: Any) -> None:
+    from countersign.tuf.canonical import _encode_slow, encode_checked
+
+    out: list[str] = []
+    _encode_slow(value, out)
+    assert encode_checked(value) == "".join(out).encode() == encode_canonical(value)

@@ -200,6 +200,31 @@ def _has_float(value: Any) -> bool:
     return False
 
 
+_ESCAPED_CONTROL = frozenset("nrtbfu")
+
+
+def encode_checked(value: Any) -> bytes:
+    """:func:`encode_canonical` for values known to hold no float (parsed or typed ones).
+
+    The C encoder does the work; only when its output escapes a control
+    character (which canonical JSON writes raw) is the exact slow encoder used.
+    """
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                      allow_nan=False, check_circular=False)
+    position = text.find("\\")
+    while position >= 0:
+        following = text[position + 1]
+        if following in _ESCAPED_CONTROL:
+            out: list[str] = []
+            _encode_slow(value, out)
+            return "".join(out).encode("utf-8")
+        position = text.find("\\", position + 2)
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise CanonicalJSONError("value holds a lone UTF-16 surrogate") from None
+
+
 def encode_canonical(value: Any) -> bytes:
     """Encode ``value`` exactly as notary's ``MarshalCanonical`` does."""
     has_control = _check_tree(value, "value")

@@ -31,7 +31,7 @@ from countersign.errors import (
     SignatureError,
     UnsupportedAlgorithmError,
 )
-from countersign.tuf.canonical import encode_canonical
+from countersign.tuf.canonical import encode_checked
 
 ECDSA = "ecdsa"
 ECDSA_X509 = "ecdsa-x509"
@@ -79,7 +79,7 @@ def b64decode(text: str, what: str) -> bytes:
 def key_id_of(keytype: str, public_b64: str) -> str:
     """The TUF key ID: hex SHA-256 of the canonical key object, ``private`` null included."""
     obj = {"keytype": keytype, "keyval": {"private": None, "public": public_b64}}
-    return hashlib.sha256(encode_canonical(obj)).hexdigest()
+    return hashlib.sha256(encode_checked(obj)).hexdigest()
 
 
 def _check_crypto_public(key: Any, what: str) -> CryptoPublicKey:

@@ -31,6 +31,7 @@ from countersign.errors import (
 from countersign.tuf.canonical import (
     FloatLiteral,
     encode_canonical,
+    encode_checked,
     go_compact,
     go_string,
     parse_json,
@@ -194,6 +195,9 @@ class FileMeta:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hashes", _freeze(self.hashes))
+        if self.custom is not ABSENT:
+            # normalised once, so writing it later never meets a float or a bad string
+            object.__setattr__(self, "custom", parse_json(encode_canonical(self.custom)))
 
     @classmethod
     def from_dict(cls, obj: Any, where: str = "file meta") -> FileMeta:
@@ -604,7 +608,7 @@ class Metadata(Generic[T]):
     def __post_init__(self) -> None:
         object.__setattr__(self, "signatures", tuple(self.signatures))
         if not self.signed_bytes:
-            object.__setattr__(self, "signed_bytes", encode_canonical(self.signed.to_dict()))
+            object.__setattr__(self, "signed_bytes", encode_checked(self.signed.to_dict()))
 
     # --- reading and writing ------------------------------------------------
     @classmethod
@@ -636,11 +640,11 @@ class Metadata(Generic[T]):
         signatures = tuple(
             Signature.from_dict(s, f"{what} signature {i}") for i, s in enumerate(raw_sigs)
         )
-        return Metadata(signed, signatures, encode_canonical(raw_signed))
+        return Metadata(signed, signatures, encode_checked(raw_signed))
 
     def to_bytes(self) -> bytes:
         """The exact file notary writes: compact envelope, Go-escaped, no newline."""
-        signed = go_compact(encode_canonical(self.signed.to_dict()))
+        signed = go_compact(encode_checked(self.signed.to_dict()))
         sigs = b",".join(s.to_bytes() for s in self.signatures)
         return b'{"signed":' + signed + b',"signatures":[' + sigs + b"]}"
 
@@ -660,7 +664,7 @@ class Metadata(Generic[T]):
                 f"the signing key {signer.canonical_key_id[:12]} is not the private half "
                 f"of key {key.key_id[:12]}"
             )
-        canonical = encode_canonical(self.signed.to_dict())
+        canonical = encode_checked(self.signed.to_dict())
         if canonical != self.signed_bytes:  # pragma: no cover - frozen objects cannot drift
             raise SignatureError("signed bytes are out of date")
         sig = Signature(key.key_id, signer.method, signer.sign(canonical))

@@ -5,7 +5,8 @@ a trusted root (from a cache, a pin or first use) admits a timestamp signed by
 its timestamp keys; the timestamp pins the snapshot by length and hashes; the
 snapshot pins root, targets and every delegation; each role must be signed by a
 threshold of distinct keys its parent names, unexpired, and not older than the
-version this client saw before. The caller fetches bytes; this class decides.
+version this client saw before (in its cache, or earlier in this update). The
+caller fetches bytes; this class decides.
 """
 
 from __future__ import annotations
@@ -53,7 +54,8 @@ class TrustedState:
     root: Metadata[Root]
     root_bytes: bytes
     now: _dt.datetime = field(default_factory=lambda: _dt.datetime.now(_dt.UTC))
-    #: versions seen before (from a cache): nothing older is accepted
+    #: versions seen before (from a cache, then every version accepted here): nothing
+    #: older is accepted
     floors: dict[str, int] = field(default_factory=dict)
     timestamp: Metadata[Timestamp] | None = None
     snapshot: Metadata[Snapshot] | None = None
@@ -61,6 +63,11 @@ class TrustedState:
     roles: dict[str, TrustedRole] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     root_result: VerificationResult | None = None
+    #: the user's trust pinning, when it applies to the next root (first use, or a
+    #: cached root that has expired)
+    pin: PinCheck | None = None
+    #: the root a verified snapshot pins when it is not the trusted one (a rotation)
+    next_root: FileMeta | None = None
 
     # --- root --------------------------------------------------------------
     @classmethod
@@ -80,7 +87,7 @@ class TrustedState:
         when = now or _dt.datetime.now(_dt.UTC)
         result = validate_root(root, gun, now=when, pin=pin)
         root.check_expiry("root", GoTime.from_datetime(when))
-        return cls(gun, root, data, when, root_result=result.own)
+        return cls(gun, root, data, when, root_result=result.own, pin=pin)
 
     @property
     def _go_now(self) -> GoTime:
@@ -90,15 +97,16 @@ class TrustedState:
         """Rotate to a new root signed by the old root's threshold and its own.
 
         Intermediate roots of a chain (``final=False``) may have expired; the last
-        may not. Keys that changed for timestamp or snapshot void the version floors
-        of those roles (recovery from a fast-forward attack).
+        may not, and must pass the trust pinning if one applies (:attr:`pin`). Keys
+        that changed for timestamp or snapshot void the version floors of those
+        roles (recovery from a fast-forward attack).
         """
         new: Metadata[Root] = Metadata.from_bytes(data, Root, what="root.json")
         if new.signed.version < self.root.signed.version:
             raise RollbackError(f"root version {new.signed.version} is older than the trusted "
                                 f"version {self.root.signed.version}")
         result = validate_root(new, self.gun, previous=self.root, now=self.now,
-                               check_expiry=final)
+                               check_expiry=final, pin=self.pin if final else None)
         if final:
             new.check_expiry("root", self._go_now)
         for role in (TIMESTAMP, SNAPSHOT, TARGETS):
@@ -109,6 +117,7 @@ class TrustedState:
                     self.floors.pop(TIMESTAMP, None)
         self.root, self.root_bytes, self.root_result = new, data, result.own
         self.timestamp = self.snapshot = None
+        self.next_root = None
         self.roles.clear()
         return new
 
@@ -122,10 +131,16 @@ class TrustedState:
         md.check_expiry(role, self._go_now)
         return result
 
+    def _seen(self, role: str, version: int) -> None:
+        """Raise ``role``'s floor to an accepted version: a second attempt of the same
+        update (after a root rotation) must not go back below what this one trusted."""
+        self.floors[role] = max(version, self.floors.get(role, version))
+
     def update_timestamp(self, data: bytes) -> Metadata[Timestamp]:
         md: Metadata[Timestamp] = Metadata.from_bytes(data, Timestamp, what="timestamp.json")
         self._base(md, TIMESTAMP)
         self.timestamp = md
+        self._seen(TIMESTAMP, md.signed.version)
         return md
 
     def snapshot_meta(self) -> FileMeta:
@@ -141,8 +156,10 @@ class TrustedState:
         try:
             root_meta.check(self.root_bytes, "root.json")
         except VerificationError:
+            self.next_root = root_meta
             raise RootChangedError("the snapshot pins a newer root than the trusted one") from None
         self.snapshot, self.snapshot_bytes = md, data
+        self._seen(SNAPSHOT, md.signed.version)
         return md
 
     # --- targets and delegations -------------------------------------------
@@ -162,6 +179,7 @@ class TrustedState:
         result = self._base(md, TARGETS)
         trusted = TrustedRole(TARGETS, md, ("",), result)
         self.roles[TARGETS] = trusted
+        self._seen(TARGETS, md.signed.version)
         return trusted
 
     def update_delegation(self, role: str, data: bytes) -> TrustedRole | None:
@@ -196,6 +214,7 @@ class TrustedState:
             return None
         trusted = TrustedRole(role, md, delegated.restrict(parent.paths), result)
         self.roles[role] = trusted
+        self._seen(role, md.signed.version)
         return trusted
 
     def children(self, role: str) -> list[str]:
