@@ -26,7 +26,13 @@ from countersign.server.apierrors import APIError, ValidationFailure
 from countersign.server.metrics import Metrics
 from countersign.server.signer import SERVER_ROLES, KeyService
 from countersign.server.storage import Storage, StorageError, StoredFile, VersionConflict
-from countersign.server.updates import CurrentView, UpdateProcessor, Upload, parse_upload
+from countersign.server.updates import (
+    CurrentView,
+    UpdateProcessor,
+    Upload,
+    parse_upload,
+    parsed,
+)
 from countersign.tuf import ROOT, Metadata, PublicKey, Root
 from countersign.tuf.canonical import go_string
 from countersign.tuf.metadata import is_role_name
@@ -377,7 +383,7 @@ class TrustServer:
         if root_file is not None:
             keys: Mapping[str, PublicKey] = {}
             try:
-                root: Metadata[Root] = Metadata.from_bytes(root_file.data, Root)
+                root: Metadata[Root] = parsed(root_file.data, ROOT)
                 keys, _ = root.signed.role_keys(role)
             except CountersignError:
                 pass

@@ -12,6 +12,9 @@ server computes over stored bytes are the hashes every notary client computes.
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
+import threading
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -71,11 +74,42 @@ class CurrentView:
         return self.files.get(role)
 
 
+_PARSED: OrderedDict[tuple[bytes, str], Metadata[Any]] = OrderedDict()
+_PARSED_LOCK = threading.Lock()
+PARSED_CACHE_ENTRIES = 512
+
+
+def parsed(data: bytes, role: str) -> Metadata[Any]:
+    """``Metadata.from_bytes`` for stored or uploaded files, cached by content.
+
+    Metadata objects are immutable and a file's meaning depends only on its
+    bytes and role, so the same stored root or snapshot is parsed once, not on
+    every update and every freshness check.
+    """
+    key = (hashlib.sha256(data).digest(), role)
+    with _PARSED_LOCK:
+        found = _PARSED.get(key)
+        if found is not None:
+            _PARSED.move_to_end(key)
+            return found
+    md = Metadata.from_bytes(data, role=role, what=role)
+    with _PARSED_LOCK:
+        _PARSED[key] = md
+        while len(_PARSED) > PARSED_CACHE_ENTRIES:
+            _PARSED.popitem(last=False)
+    return md
+
+
 def parse_upload(role: str, data: bytes) -> Upload:
     """notary's first pass: an envelope with ``signed._type/expires/version``.
 
-    Anything else is MALFORMED_JSON, as notary-server answers it.
+    Anything else is MALFORMED_JSON, as notary-server answers it. A file that
+    parses fully as metadata (the usual case) is parsed once, into the cache.
     """
+    try:
+        return Upload(role, data, parsed(data, role).signed.version)
+    except CountersignError:
+        pass
     try:
         doc = parse_json(data, what=role)
         signed = doc["signed"]
@@ -98,7 +132,7 @@ def load_current(storage: Storage, gun: str) -> CurrentView | None:
     if timestamp is None:
         return None
     try:
-        ts = Metadata.from_bytes(timestamp.data, Timestamp)
+        ts = parsed(timestamp.data, TIMESTAMP)
         snap_hash = ts.signed.meta[SNAPSHOT].hashes.get("sha256")
     except CountersignError:
         return CurrentView(timestamp, None, {})
@@ -106,7 +140,7 @@ def load_current(storage: Storage, gun: str) -> CurrentView | None:
     files: dict[str, StoredFile] = {}
     if snapshot is not None:
         try:
-            snap = Metadata.from_bytes(snapshot.data, Snapshot)
+            snap = parsed(snapshot.data, SNAPSHOT)
         except CountersignError:
             return CurrentView(timestamp, snapshot, {})
         for role, meta in snap.signed.meta.items():
@@ -146,7 +180,7 @@ class UpdateProcessor:
             if file is None:
                 return None
             try:
-                return Metadata.from_bytes(file.data, role=role)
+                return parsed(file.data, role)
             except CountersignError as exc:
                 raise invalid(f"stored {role} cannot be read: {exc.message}") from None
 
@@ -231,7 +265,7 @@ class UpdateProcessor:
 
     def _typed(self, upload: Upload, failure: Any) -> Metadata[Any]:
         try:
-            md = Metadata.from_bytes(upload.data, role=upload.role, what=upload.role)
+            md = parsed(upload.data, upload.role)
         except CountersignError as exc:
             raise failure(_why(exc)) from None
         if md.to_bytes() != upload.data:
@@ -318,9 +352,9 @@ class UpdateProcessor:
     def _refresh(self, gun: str, view: CurrentView, when: _dt.datetime) -> list[NewFile]:
         now = GoTime.from_datetime(when)
         try:
-            root = Metadata.from_bytes(view.files[ROOT].data, Root).signed
-            ts = Metadata.from_bytes(view.timestamp.data, Timestamp)
-            snap = Metadata.from_bytes(view.snapshot.data, Snapshot)  # type: ignore[union-attr]
+            root: Root = parsed(view.files[ROOT].data, ROOT).signed
+            ts: Metadata[Timestamp] = parsed(view.timestamp.data, TIMESTAMP)
+            snap: Metadata[Snapshot] = parsed(view.snapshot.data, SNAPSHOT)  # type: ignore[union-attr]
         except CountersignError:
             return []
         updates: list[NewFile] = []

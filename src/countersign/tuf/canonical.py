@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
 
 from countersign.errors import CanonicalJSONError
@@ -104,8 +105,27 @@ def parse_json(data: bytes | str, *, what: str = "document") -> Any:
         ) from None
     except (RecursionError, ValueError) as exc:
         raise CanonicalJSONError(f"{what} is not valid JSON: {str(exc)[:100]}") from None
-    _check_tree(value, what)
+    _check_depth(value, what)
+    if "\\u" in text:  # only an escape can make a lone surrogate
+        _check_tree(value, what)
     return value
+
+
+def _check_depth(value: Any, what: str) -> None:
+    """Refuse nesting deeper than :data:`MAX_DEPTH` (the reader's hooks checked the rest)."""
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth >= MAX_DEPTH:
+            raise CanonicalJSONError(f"{what} nests deeper than {MAX_DEPTH} levels")
+        stack.extend((child, depth + 1) for child in children
+                     if isinstance(child, dict | list))
 
 
 def _check_tree(value: Any, what: str) -> bool:
@@ -243,6 +263,7 @@ def encode_canonical(value: Any) -> bytes:
     return "".join(out).encode("utf-8")
 
 
+_CONTROL_BYTE = re.compile(rb"[\x00-\x1f]")
 _HTML_ESCAPES = (
     (b"<", b"\\u003c"),
     (b">", b"\\u003e"),
@@ -258,7 +279,7 @@ def go_compact(canonical: bytes) -> bytes:
     Canonical bytes hold raw control characters, which are not valid JSON, so
     Go cannot write them into a file: they are refused here too.
     """
-    if any(b < 0x20 for b in canonical):
+    if _CONTROL_BYTE.search(canonical):
         raise CanonicalJSONError(
             "a string holds a control character, which notary cannot write into a file"
         )
