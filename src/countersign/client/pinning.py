@@ -43,8 +43,14 @@ class TrustPinning:
     ca: Mapping[str, Path] = field(default_factory=dict)
     disable_tofu: bool = False
 
-    def check_for(self, gun: str, *, now: _dt.datetime | None = None) -> PinCheck | None:
-        """The check a first root of ``gun`` must pass (None: trust on first use)."""
+    def check_for(self, gun: str, *, now: _dt.datetime | None = None,
+                  first_use: bool = True) -> PinCheck | None:
+        """The check a new root of ``gun`` must pass (None: any root the chain allows).
+
+        ``first_use``: there is no trusted root at all, so without pinning the root is
+        trusted on first use, which ``disable_tofu`` forbids. Otherwise (a cached root
+        that expired, as notary) pins apply but ``disable_tofu`` does not.
+        """
         pinned = _longest(self.certs, gun)
         if pinned is not None:
             allowed = set(self.certs[pinned])
@@ -63,7 +69,7 @@ class TrustPinning:
                 return _chains_to(leaf, chain, roots, when)
 
             return by_ca
-        if self.disable_tofu:
+        if self.disable_tofu and first_use:
             raise TrustPinningError(
                 f"no trust pinning for {gun} and trust on first use is disabled",
                 advice="pin the root certificate IDs or a CA for this repository")

@@ -6,6 +6,10 @@ delegation by the hashes and exact lengths their parents pin, each verified by
 :class:`~countersign.tuf.trusted.TrustedState` and cached. If that attempt
 fails verification, the root is updated (one rotation at a time through
 ``N.root.json``) and the attempt runs once more; a second failure is final.
+
+A cached root that has expired is replaced by the server's newer root, checked
+against the trust pinning as well as the old root (as notary does); if the
+server has none, the update fails: an expired root is never trusted.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from countersign.client.pinning import TrustPinning
 from countersign.client.remote import MAX_ROOT, MAX_TIMESTAMP, NotaryRemote
 from countersign.errors import (
     CountersignError,
+    ExpiredMetadataError,
     FormatError,
     NotFoundError,
     ServerUnavailableError,
@@ -155,12 +160,15 @@ class Updater:
     # --- root rotation ---------------------------------------------------------
     def _update_root(self, state: TrustedState) -> bool:
         """Move to the server's newest root through every intermediate; False if unchanged."""
-        hint = None
+        # the root a verified snapshot pins (also when it pinned a root other than
+        # the trusted one: that is how a rotation shows), fetched by hash, exact length
+        hint = state.next_root
         if state.snapshot is not None:
             hint = state.snapshot.signed.meta.get(ROOT)
         if hint is not None and hint.sha256 is not None:
             newest = self.remote.metadata(ROOT, max_length=hint.length,
                                           checksum=hint.sha256.hex())
+            hint.check(newest, "root.json")  # a mirror may answer with another root
         else:
             newest = self.remote.metadata(ROOT, max_length=MAX_ROOT)
         if newest == state.root_bytes:
@@ -184,8 +192,15 @@ class Updater:
     def refresh(self) -> Refreshed:
         """Bring the trusted metadata up to date, or raise why it cannot be trusted."""
         state, from_cache = self._bootstrap()
-        if from_cache and state.root.signed.is_expired(GoTime.from_datetime(self._now())):
+        now = GoTime.from_datetime(self._now())
+        if from_cache and state.root.signed.is_expired(now):
+            state.pin = self.pinning.check_for(self.gun, now=self._now(), first_use=False)
             self._update_root(state)
+            if state.root.signed.is_expired(now):  # the server has nothing newer: a freeze
+                raise ExpiredMetadataError(
+                    f"the trusted root of {self.gun} expired at {state.root.signed.expires} "
+                    f"and {self.remote.server} offers no newer root",
+                    advice="the repository owner must sign a new root")
         try:
             self._attempt(state)
         except (VerificationError, FormatError, NotFoundError) as first:
