@@ -49,3 +49,14 @@ def test_refresh_reads_verifies_and_caches(trust_app: TrustServer, tmp_path: Pat
     repo.add_target("v2", b"second")
     assert repo.publish(TARGETS)[0] == 200
     assert updater.refresh().lookup("v2") is not None
+
+
+def test_stray_files_in_the_cache_are_ignored(trust_app: TrustServer, tmp_path: Path) -> None:
+    repo = Repo(trust_app)
+    assert repo.publish(ROOT, TARGETS)[0] == 200
+    updater = _updater(trust_app, tmp_path / "trust")
+    updater.refresh()
+    (updater.cache.directory / "notes.JSON.json").write_text("{}")
+    (updater.cache.directory / "Targets").mkdir()
+    (updater.cache.directory / "Targets" / "x.json").write_text("[]")
+    assert updater.refresh().lookup("v1") is None

@@ -28,7 +28,15 @@ from countersign.errors import (
     ServerUnavailableError,
     VerificationError,
 )
-from countersign.tuf.metadata import ROOT, SNAPSHOT, TARGETS, TIMESTAMP, FileMeta, Metadata
+from countersign.tuf.metadata import (
+    ROOT,
+    SNAPSHOT,
+    TARGETS,
+    TIMESTAMP,
+    FileMeta,
+    Metadata,
+    is_role_name,
+)
 from countersign.tuf.repository import RepositoryReport, SignedTarget, report_of
 from countersign.tuf.timefmt import GoTime
 from countersign.tuf.trusted import TrustedState
@@ -76,7 +84,7 @@ class Updater:
             return floors
         for path in directory.rglob("*.json"):
             role = str(path.relative_to(directory).with_suffix(""))
-            data = self.cache.load(role) if not role.startswith(".") else None
+            data = self.cache.load(role) if is_role_name(role) else None  # skip strays
             if not data:
                 continue
             try:
