@@ -128,3 +128,27 @@ def test_one_trust_dir_shared_by_notary_and_countersign(
     # and countersign's key list shows notary's keys
     keys = json.loads(_ok(_cs(trust_server, cli.trust_dir, "key", "list", "--json")))
     assert {k["role"] for k in keys} >= {"root", "targets"}
+
+
+def test_trust_pinning_from_the_trust_dir_config(countersign_server: Any, gun: str,
+                                                tmp_path: Path) -> None:
+    owner = tmp_path / "owner"
+    _ok(_cs(countersign_server, owner, "trust", "init", gun))
+    record = json.loads(_ok(_cs(countersign_server, owner, "trust", "inspect", gun, "--json")))
+    root_id = record[0]["AdministrativeKeys"][0]["Keys"][0]["ID"]
+    reader = tmp_path / "reader"
+    reader.mkdir()
+    (reader / "config.json").write_text(json.dumps(
+        {"trust_pinning": {"certs": {gun: ["0" * 64]}}}))
+    refused = _cs(countersign_server, reader, "trust", "inspect", gun)
+    assert refused.returncode == 1 and "trust pinning" in refused.stderr
+    assert not (reader / "tuf").exists() or not any((reader / "tuf").rglob("root.json"))
+    (reader / "config.json").write_text(json.dumps(
+        {"trust_pinning": {"certs": {gun.rsplit("/", 1)[0] + "/*": [root_id]}}}))
+    _ok(_cs(countersign_server, reader, "trust", "inspect", gun))
+    (reader / "config.json").write_text(json.dumps({"trust_pinning": {"disable_tofu": True}}))
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    (fresh / "config.json").write_text(json.dumps({"trust_pinning": {"disable_tofu": True}}))
+    refused = _cs(countersign_server, fresh, "trust", "inspect", gun)
+    assert refused.returncode == 1 and "trust on first use is disabled" in refused.stderr

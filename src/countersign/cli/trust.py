@@ -165,6 +165,7 @@ def _server_for(args: argparse.Namespace, gun: str) -> str:
 def _repository(args: argparse.Namespace, gun: str) -> Any:
     from countersign.client.cache import MetadataCache
     from countersign.client.http import Credentials, HTTPSFetcher
+    from countersign.client.pinning import load_trust_pinning
     from countersign.client.remote import NotaryRemote
     from countersign.client.repository import TrustRepository
     from countersign.keystore import DefaultPassphrases, KeyStore
@@ -172,8 +173,9 @@ def _repository(args: argparse.Namespace, gun: str) -> Any:
     trust_dir = resolve_trust_dir(args)
     ca = args.tls_ca or os.environ.get(TLS_CA_ENV) or None
     fetcher = HTTPSFetcher(_server_for(args, gun), ca_file=ca, credentials=Credentials())
+    pinning = load_trust_pinning(trust_dir / "config.json")
     return TrustRepository(gun, NotaryRemote(fetcher, gun), MetadataCache(trust_dir, gun),
-                           KeyStore(trust_dir, DefaultPassphrases()))
+                           KeyStore(trust_dir, DefaultPassphrases()), pinning)
 
 
 def _meta(digest: str, size: int) -> Any:

@@ -8,6 +8,7 @@ chain to; else trust on first use, unless it is disabled.
 from __future__ import annotations
 
 import datetime as _dt
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -112,3 +113,44 @@ def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
     except (ValueError, TypeError, InvalidSignature):
         return False
     return True
+
+
+def load_trust_pinning(config: Path) -> TrustPinning:
+    """The ``trust_pinning`` section of a notary client config (``<trust_dir>/config.json``).
+
+    ``{"trust_pinning": {"certs": {GUN or "prefix*": [root key IDs]}, "ca": {GUN prefix:
+    CA bundle path}, "disable_tofu": bool}}``; CA paths are relative to the config file.
+    A missing file or section means trust on first use.
+    """
+    try:
+        data = config.read_bytes()
+    except FileNotFoundError:
+        return TrustPinning()
+    except OSError as exc:
+        raise TrustPinningError(f"cannot read {config}: {exc.strerror}") from None
+    try:
+        doc = json.loads(data)
+        section = doc.get("trust_pinning") or {} if isinstance(doc, dict) else None
+        if not isinstance(section, dict):
+            raise ValueError("trust_pinning is not an object")
+        certs = section.get("certs") or {}
+        ca = section.get("ca") or {}
+        disable = section.get("disable_tofu", False)
+        if not isinstance(certs, dict) or not all(
+                isinstance(k, str) and isinstance(v, list) and all(isinstance(i, str) for i in v)
+                for k, v in certs.items()):
+            raise ValueError("certs must map names to lists of key IDs")
+        if not isinstance(ca, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in ca.items()):
+            raise ValueError("ca must map GUN prefixes to file paths")
+        if not isinstance(disable, bool):
+            raise ValueError("disable_tofu must be true or false")
+    except ValueError as exc:
+        raise TrustPinningError(f"{config}: bad trust_pinning ({exc})",
+                                advice="see notary's client configuration") from None
+    return TrustPinning(
+        certs={k: tuple(v) for k, v in certs.items()},
+        ca={k: (config.parent / v) for k, v in ca.items()},
+        disable_tofu=disable,
+    )
+
