@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as _dt
+import functools
 import json
 import logging
 import time
@@ -115,6 +116,7 @@ def _gun_ok(gun: str) -> bool:
     return bool(gun) and "*" not in gun and len(gun) <= 255
 
 
+@functools.lru_cache(maxsize=4096)
 def _http_date(when: _dt.datetime) -> bytes:
     """Go's ``time.RFC1123`` in UTC, as notary-server writes ``Last-Modified``."""
     return when.astimezone(_dt.UTC).strftime("%a, %d %b %Y %H:%M:%S UTC").encode()
