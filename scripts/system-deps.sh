@@ -1,12 +1,15 @@
 #!/bin/sh
 # Installs the Debian packages countersign's tests and demo run for real:
 # the reference Notary 0.7 (notary, notary-server, notary-signer) and PostgreSQL
-# (the storage tests start a throwaway server with its initdb and postgres).
+# (the storage tests start a throwaway server with its initdb and postgres), and
+# the CNCF distribution registry (docker-registry) and skopeo, which the registry
+# client tests run against (tests/support/registryserver.py).
 # Usage: scripts/system-deps.sh   (root installs with apt-get; others get told what to run)
 set -eu
 
 missing=""
-for pair in notary:notary notary-server:notary notary-signer:notary; do
+for pair in notary:notary notary-server:notary notary-signer:notary \
+    docker-registry:docker-registry skopeo:skopeo; do
     cmd=${pair%%:*}
     pkg=${pair#*:}
     if ! command -v "$cmd" >/dev/null 2>&1; then

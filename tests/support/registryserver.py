@@ -1,0 +1,266 @@
+"""A throwaway CNCF distribution registry (Debian's ``docker-registry`` 2.8) for tests.
+
+:class:`DockerRegistry` writes its own configuration (never the packaged
+``/etc/docker/registry/config.yml``, which listens on every interface on :5000
+and wants htpasswd) and runs ``docker-registry serve`` as a direct child of the
+test process:
+
+- it listens on 127.0.0.1 only, on a free port, plain HTTP (or HTTPS with a
+  given certificate), no auth; storage is
+  the filesystem driver under a temporary directory (:attr:`DockerRegistry.root`),
+  deletes are enabled, the log level is ``warn`` and the access log is off;
+- :meth:`DockerRegistry.start` returns once ``GET /v2/`` answers 200;
+- :meth:`DockerRegistry.stop` sends SIGTERM, then SIGKILL, and removes the
+  directory; an ``atexit`` hook does the same for a registry a fixture never
+  stopped, and ``PR_SET_PDEATHSIG`` (SIGKILL) makes it die with the test
+  process even when that is killed outright; the directory of such a run is
+  removed by the next run (:func:`sweep_stale`).
+
+Blobs are stored at ``root/docker/registry/v2/blobs/sha256/<xx>/<hex>/data``
+(:meth:`DockerRegistry.blob_path`), which tamper tests overwrite.
+
+The binary is ``$COUNTERSIGN_DOCKER_REGISTRY`` or ``docker-registry`` on PATH
+(Debian: ``apt-get install docker-registry``); :func:`find_binary` returns
+``None`` when there is none, which the fixture turns into a skip.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import ctypes
+import functools
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+_PR_SET_PDEATHSIG = 1
+_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
+DIR_PREFIX = "countersign-registry-"
+_OWNER_FILE = "owner.pid"
+
+
+class RegistryStartError(RuntimeError):
+    """docker-registry exited, or never answered on /v2/."""
+
+
+def find_binary() -> Path | None:
+    override = os.environ.get("COUNTERSIGN_DOCKER_REGISTRY")
+    if override:
+        path = Path(override)
+        return path if path.is_file() and os.access(path, os.X_OK) else None
+    found = shutil.which("docker-registry")
+    return Path(found) if found else None
+
+
+def missing_reason() -> str | None:
+    if find_binary() is None:
+        return ("docker-registry (CNCF distribution) is not installed "
+                "(Debian: apt-get install docker-registry, or scripts/system-deps.sh; "
+                "or set COUNTERSIGN_DOCKER_REGISTRY)")
+    return None
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _child_setup(parent: int) -> None:  # pragma: no cover - runs in the forked child
+    if _LIBC is not None:
+        _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def sweep_stale(base: Path) -> None:
+    """Remove the directories of earlier runs whose test process is gone."""
+    for directory in base.glob(f"{DIR_PREFIX}*"):
+        try:
+            owner = int((directory / _OWNER_FILE).read_text().strip())
+        except (OSError, ValueError):
+            continue
+        if not _alive(owner):
+            shutil.rmtree(directory, ignore_errors=True)
+
+
+def _tail(path: Path, limit: int = 4000) -> str:
+    try:
+        return path.read_bytes()[-limit:].decode("utf-8", "replace")
+    except OSError as exc:
+        return f"<cannot read {path}: {exc}>"
+
+
+_LIVE: set[DockerRegistry] = set()
+_LIVE_LOCK = threading.Lock()
+
+
+@atexit.register
+def _stop_all() -> None:  # pragma: no cover - safety net
+    with _LIVE_LOCK:
+        live = list(_LIVE)
+    for registry in live:
+        registry.stop()
+
+
+class DockerRegistry:
+    """One throwaway docker-registry; see the module docstring."""
+
+    def __init__(self, binary: Path, *, base_dir: Path | None = None,
+                 tls: tuple[Path, Path, Path] | None = None) -> None:
+        """``tls`` is ``(certificate, key, ca)`` PEM files: serve HTTPS with that
+        certificate (for 127.0.0.1), and check readiness trusting ``ca``."""
+        self.binary = binary
+        self.base_dir = base_dir
+        self.tls = tls
+        self.workdir: Path | None = None
+        self.port = 0
+        self.popen: subprocess.Popen[bytes] | None = None
+
+    @property
+    def registry(self) -> str:
+        """``127.0.0.1:PORT``, as :class:`RegistryClient` and skopeo take it."""
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def root(self) -> Path:
+        """The filesystem driver's root directory."""
+        assert self.workdir is not None, "registry not started"
+        return self.workdir / "storage"
+
+    @property
+    def log_path(self) -> Path:
+        assert self.workdir is not None, "registry not started"
+        return self.workdir / "registry.log"
+
+    def blob_path(self, digest: str) -> Path:
+        """Where the registry keeps blob ``digest``'s bytes."""
+        algorithm, _, hexdigest = digest.partition(":")
+        return (self.root / "docker" / "registry" / "v2" / "blobs" / algorithm
+                / hexdigest[:2] / hexdigest / "data")
+
+    def _config(self) -> str:
+        return "\n".join([
+            "version: 0.1",
+            "log:",
+            "  level: warn",
+            "  accesslog:",
+            "    disabled: true",
+            "storage:",
+            "  filesystem:",
+            f"    rootdirectory: {self.root}",
+            "  delete:",
+            "    enabled: true",
+            "  maintenance:",
+            "    uploadpurging:",
+            "      enabled: false",
+            "http:",
+            f"  addr: 127.0.0.1:{self.port}",
+            f"  secret: countersign-test-{os.getpid()}",
+            *(["  tls:", f"    certificate: {self.tls[0]}", f"    key: {self.tls[1]}"]
+              if self.tls else []),
+            "",
+        ])
+
+    def start(self, timeout: float = 30.0) -> DockerRegistry:
+        if self.popen is not None:
+            raise RuntimeError("DockerRegistry already started")
+        base = self.base_dir or Path(tempfile.gettempdir())
+        sweep_stale(base)
+        self.workdir = Path(tempfile.mkdtemp(prefix=DIR_PREFIX, dir=base))
+        (self.workdir / _OWNER_FILE).write_text(f"{os.getpid()}\n")
+        self.root.mkdir()
+        with _LIVE_LOCK:
+            _LIVE.add(self)
+        try:
+            for _attempt in range(5):
+                if self._serve(timeout):
+                    return self
+            raise RegistryStartError(
+                f"docker-registry could not bind a free port after 5 attempts\n"
+                f"--- {self.log_path} ---\n{_tail(self.log_path)}")
+        except BaseException:
+            self.stop()
+            raise
+
+    def _serve(self, timeout: float) -> bool:
+        """Start on a free port; False when the port was taken meanwhile."""
+        assert self.workdir is not None
+        self.port = free_port()
+        config = self.workdir / "config.yml"
+        config.write_text(self._config())
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(self.workdir),
+               "LC_ALL": "C", "TZ": "UTC"}
+        with self.log_path.open("ab") as log:
+            self.popen = subprocess.Popen(
+                [str(self.binary), "serve", str(config)],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                cwd=self.workdir, env=env, close_fds=True, start_new_session=True,
+                preexec_fn=functools.partial(_child_setup, os.getpid()),  # noqa: PLW1509
+            )
+        deadline = time.monotonic() + timeout
+        scheme = "https" if self.tls else "http"
+        url = f"{scheme}://{self.registry}/v2/"
+        context = ssl.create_default_context(cafile=str(self.tls[2])) if self.tls else None
+        last = ""
+        while True:
+            rc = self.popen.poll()
+            if rc is not None:
+                log_text = _tail(self.log_path)
+                self.popen = None
+                if "address already in use" in log_text:
+                    return False
+                raise RegistryStartError(f"docker-registry exited with status {rc}\n"
+                                         f"--- {self.log_path} ---\n{log_text}")
+            try:
+                with urllib.request.urlopen(url, timeout=2, context=context) as answer:  # noqa: S310
+                    if answer.status == 200:
+                        return True
+            except (urllib.error.URLError, OSError) as exc:
+                last = str(exc)
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RegistryStartError(
+                    f"docker-registry did not answer {url} within {timeout:.0f}s "
+                    f"(last error: {last})\n--- {self.log_path} ---\n{_tail(self.log_path)}")
+            time.sleep(0.05)
+
+    def stop(self, grace: float = 10.0) -> None:
+        """SIGTERM, then SIGKILL after ``grace`` seconds; remove the directory."""
+        popen, self.popen = self.popen, None
+        if popen is not None and popen.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                popen.send_signal(signal.SIGTERM)
+            try:
+                popen.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    popen.kill()
+                popen.wait(timeout=grace)
+        with _LIVE_LOCK:
+            _LIVE.discard(self)
+        if self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            self.workdir = None
+
