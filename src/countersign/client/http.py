@@ -69,7 +69,13 @@ __all__ = [
     "HTTPSFetcher",
     "credentials_for",
     "is_bearer_challenge",
+    "is_loopback",
+    "os_reason",
     "parse_challenge",
+    "parse_token_response",
+    "ssl_cause",
+    "ssl_context",
+    "strict_json",
 ]
 
 #: Longest wait for any one socket operation, in seconds.
@@ -278,7 +284,7 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
-def _strict_json(data: bytes) -> Any:
+def strict_json(data: bytes) -> Any:
     """JSON as Go decodes it, stricter: UTF-8, no duplicate keys, no NaN/Infinity."""
     return json.loads(
         data.decode("utf-8"), object_pairs_hook=_no_duplicates, parse_constant=_reject_constant
@@ -383,7 +389,7 @@ class Credentials:
                 f"the docker config {path} is larger than {MAX_DOCKER_CONFIG} bytes"
             )
         try:
-            config = _strict_json(data)
+            config = strict_json(data)
         except (ValueError, RecursionError):
             raise AuthenticationError(
                 f"the docker config {path} is not valid JSON",
@@ -472,7 +478,7 @@ class Credentials:
         if len(done.stdout) > MAX_HELPER_OUTPUT:
             raise AuthenticationError(f"the docker credential helper {program} said too much")
         try:
-            answer = _strict_json(done.stdout)
+            answer = strict_json(done.stdout)
         except (ValueError, RecursionError):
             answer = None
         if not isinstance(answer, dict):
@@ -691,7 +697,7 @@ class _Transport(httpx.BaseTransport):
 # --------------------------------------------------------------------------- the fetcher
 
 
-def _is_loopback(host: str | None) -> bool:
+def is_loopback(host: str | None) -> bool:
     if not host:
         return False
     name = host.lower().rstrip(".")
@@ -703,7 +709,7 @@ def _is_loopback(host: str | None) -> bool:
         return False
 
 
-def _ssl_context(ca_file: str | os.PathLike[str] | None) -> ssl.SSLContext:
+def ssl_context(ca_file: str | os.PathLike[str] | None) -> ssl.SSLContext:
     if ca_file is None:
         context = ssl.create_default_context()
     else:
@@ -745,7 +751,7 @@ def _split_base_url(base_url: str) -> SplitResult:
         )
     if parts.query or parts.fragment:
         raise RemoteError(f"invalid server URL {base_url!r}: no query or fragment allowed")
-    if scheme == "http" and not _is_loopback(parts.hostname):
+    if scheme == "http" and not is_loopback(parts.hostname):
         raise RemoteError(
             f"refusing plain HTTP to {parts.hostname}: only loopback servers may be reached "
             "without TLS",
@@ -754,7 +760,7 @@ def _split_base_url(base_url: str) -> SplitResult:
     return parts
 
 
-def _ssl_cause(exc: BaseException) -> ssl.SSLError | None:
+def ssl_cause(exc: BaseException) -> ssl.SSLError | None:
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
@@ -765,7 +771,7 @@ def _ssl_cause(exc: BaseException) -> ssl.SSLError | None:
     return None
 
 
-def _os_reason(exc: BaseException) -> str:
+def os_reason(exc: BaseException) -> str:
     current: BaseException | None = exc
     seen: set[int] = set()
     while current is not None and id(current) not in seen:
@@ -790,6 +796,27 @@ class _Token:
 class _Exchange:
     response: Response
     challenges: list[str]
+
+
+def parse_token_response(body: bytes, source: str) -> tuple[str, int]:
+    """A token service's answer: the bearer token and its lifetime in seconds."""
+    try:
+        document = strict_json(body)
+    except (ValueError, RecursionError):
+        raise AuthenticationError(f"{source} did not answer with JSON") from None
+    if not isinstance(document, dict):
+        raise AuthenticationError(f"{source} did not answer with a JSON object")
+    value = document.get("access_token") or document.get("token")
+    if not isinstance(value, str) or not value:
+        raise AuthenticationError(f"{source} gave no token")
+    if len(value) > MAX_TOKEN_LENGTH or not _header_safe(value):
+        raise AuthenticationError(f"{source} gave a token that cannot be sent in a header")
+    lifetime = document.get("expires_in", 0)
+    if isinstance(lifetime, bool) or not isinstance(lifetime, int) or lifetime < 0:
+        raise AuthenticationError(f"{source} gave an invalid expires_in")
+    if lifetime == 0:
+        lifetime = DEFAULT_TOKEN_LIFETIME
+    return value, min(lifetime, MAX_TOKEN_LIFETIME)
 
 
 class HTTPSFetcher:
@@ -838,7 +865,7 @@ class HTTPSFetcher:
         self.user_agent = user_agent
         self._bounds = _Bounds()
         self._client = httpx.Client(
-            transport=_Transport(_ssl_context(ca_file), self._bounds),
+            transport=_Transport(ssl_context(ca_file), self._bounds),
             follow_redirects=False,
             trust_env=False,
             headers={"user-agent": user_agent, "accept-encoding": "identity"},
@@ -991,7 +1018,7 @@ class HTTPSFetcher:
 
     def _unavailable(self, exc: httpx.TransportError, what: str,
                      limits: _Limits) -> ServerUnavailableError:
-        tls = _ssl_cause(exc)
+        tls = ssl_cause(exc)
         if isinstance(tls, ssl.SSLCertVerificationError):
             reason = tls.verify_message or tls.reason or str(tls)
             if tls.verify_code in (62, 64):  # X509_V_ERR_HOSTNAME / IP_ADDRESS_MISMATCH
@@ -1023,14 +1050,14 @@ class HTTPSFetcher:
             )
         if isinstance(exc, httpx.ConnectError):
             return ServerUnavailableError(
-                f"{what}: cannot connect to {self.host}: {_os_reason(exc)}",
+                f"{what}: cannot connect to {self.host}: {os_reason(exc)}",
                 advice="check the server URL and that the server is running",
             )
         if isinstance(exc, httpx.LocalProtocolError):
             return ServerUnavailableError(f"{what}: cannot send the request: {exc}")
         if isinstance(exc, httpx.ProtocolError):
             return ServerUnavailableError(f"{what}: the server broke HTTP/1.1: {exc}")
-        return ServerUnavailableError(f"{what}: {_os_reason(exc)}")
+        return ServerUnavailableError(f"{what}: {os_reason(exc)}")
 
     def _read_body(self, response: httpx.Response, limit: int, what: str,
                    limits: _Limits) -> bytes:
@@ -1099,7 +1126,7 @@ class HTTPSFetcher:
                 return self._slow(what, received, now - start)
             return DownloadError(f"{what}: no data for {self.timeout:g} s after {received} bytes")
         return DownloadError(f"{what}: the body was cut short after {received} bytes: "
-                             f"{_os_reason(exc)}")
+                             f"{os_reason(exc)}")
 
     # -- tokens -----------------------------------------------------------------
 
@@ -1156,7 +1183,7 @@ class HTTPSFetcher:
     def _fetch_token(self, challenge: BearerChallenge, what: str) -> tuple[str, int]:
         scope = " ".join(challenge.scopes) or "(no scope)"
         realm = urlsplit(challenge.realm)
-        if realm.scheme != "https" and not _is_loopback(realm.hostname):
+        if realm.scheme != "https" and not is_loopback(realm.hostname):
             raise AuthenticationError(
                 f"{what}: the token service {challenge.realm} is not HTTPS; "
                 "no credentials are sent to it",
@@ -1191,24 +1218,5 @@ class HTTPSFetcher:
             raise ServerUnavailableError(
                 f"{what}: the token service {challenge.realm} answered HTTP {answer.status}"
             )
-        return self._parse_token(answer.body, f"{what}: the token service {challenge.realm}")
+        return parse_token_response(answer.body, f"{what}: the token service {challenge.realm}")
 
-    @staticmethod
-    def _parse_token(body: bytes, source: str) -> tuple[str, int]:
-        try:
-            document = _strict_json(body)
-        except (ValueError, RecursionError):
-            raise AuthenticationError(f"{source} did not answer with JSON") from None
-        if not isinstance(document, dict):
-            raise AuthenticationError(f"{source} did not answer with a JSON object")
-        value = document.get("access_token") or document.get("token")
-        if not isinstance(value, str) or not value:
-            raise AuthenticationError(f"{source} gave no token")
-        if len(value) > MAX_TOKEN_LENGTH or not _header_safe(value):
-            raise AuthenticationError(f"{source} gave a token that cannot be sent in a header")
-        lifetime = document.get("expires_in", 0)
-        if isinstance(lifetime, bool) or not isinstance(lifetime, int) or lifetime < 0:
-            raise AuthenticationError(f"{source} gave an invalid expires_in")
-        if lifetime == 0:
-            lifetime = DEFAULT_TOKEN_LIFETIME
-        return value, min(lifetime, MAX_TOKEN_LIFETIME)

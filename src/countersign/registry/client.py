@@ -64,14 +64,14 @@ from countersign.client.http import (
     MAX_TOKEN_RESPONSE,
     BearerChallenge,
     Credentials,
-    HTTPSFetcher,
-    _is_loopback,
-    _os_reason,
-    _ssl_cause,
-    _ssl_context,
-    _strict_json,
     is_bearer_challenge,
+    is_loopback,
+    os_reason,
     parse_challenge,
+    parse_token_response,
+    ssl_cause,
+    ssl_context,
+    strict_json,
 )
 from countersign.errors import AuthenticationError, CountersignError
 from countersign.registry.oci import (
@@ -390,7 +390,7 @@ class RegistryClient:
             raise ValueError("retries and backoff must not be negative")
         self.registry = _parse_registry(registry)
         host = urlsplit("//" + self.registry).hostname
-        self.loopback = _is_loopback(host)
+        self.loopback = is_loopback(host)
         if insecure and not self.loopback and not allow_insecure_remote:
             raise RegistryError(
                 f"refusing plain HTTP to {self.registry}: only a loopback registry may be "
@@ -412,7 +412,7 @@ class RegistryClient:
         self.backoff = float(backoff)
         if transport is None:
             try:
-                context = _ssl_context(ca_file)
+                context = ssl_context(ca_file)
             except CountersignError as exc:
                 raise RegistryError(exc.message, advice=exc.advice) from None
             transport = httpx.HTTPTransport(verify=context, trust_env=False, retries=0)
@@ -795,7 +795,7 @@ class RegistryClient:
                 piece = next(pieces, None)
             except httpx.TransportError as exc:
                 raise RegistryUnavailableError(
-                    f"{what}: the body was cut short after {received} bytes: {_os_reason(exc)}",
+                    f"{what}: the body was cut short after {received} bytes: {os_reason(exc)}",
                     repository=repo, reference=digest, advice="try again") from None
             if piece is None:
                 break
@@ -1024,7 +1024,7 @@ class RegistryClient:
                 yield body, headers
             else:
                 try:
-                    document = _strict_json(body)
+                    document = strict_json(body)
                 except (ValueError, RecursionError):
                     raise RegistryProtocolError(f"{what}: a page is not JSON",
                                                 repository=repo) from None
@@ -1060,7 +1060,7 @@ class RegistryClient:
         if same_origin:
             raise RegistryProtocolError(
                 f"{what}: the registry points to another host, {_clean(str(target))}")
-        if target.scheme != "https" and not (self.insecure and _is_loopback(target.host)):
+        if target.scheme != "https" and not (self.insecure and is_loopback(target.host)):
             raise RegistryProtocolError(
                 f"{what}: refusing to follow the registry to plain HTTP at "
                 f"{_clean(str(target))}")
@@ -1170,7 +1170,7 @@ class RegistryClient:
         return min(delay, MAX_RETRY_AFTER)
 
     def _unavailable(self, exc: httpx.TransportError, what: str) -> RegistryUnavailableError:
-        tls = _ssl_cause(exc)
+        tls = ssl_cause(exc)
         if isinstance(tls, ssl.SSLCertVerificationError):
             return RegistryUnavailableError(
                 f"{what}: the TLS certificate of {self.registry} is not trusted: "
@@ -1188,9 +1188,9 @@ class RegistryClient:
                 f"{what}: timed out after {self.timeout:g} s", advice="try again later")
         if isinstance(exc, httpx.ConnectError):
             return RegistryUnavailableError(
-                f"{what}: cannot connect to {self.registry}: {_os_reason(exc)}",
+                f"{what}: cannot connect to {self.registry}: {os_reason(exc)}",
                 advice="check the registry address and that it is running")
-        return RegistryUnavailableError(f"{what}: {_os_reason(exc)}", advice="try again later")
+        return RegistryUnavailableError(f"{what}: {os_reason(exc)}", advice="try again later")
 
     def _identity(self, response: httpx.Response, what: str) -> None:
         encoding = response.headers.get("content-encoding", "identity").strip().lower()
@@ -1220,7 +1220,7 @@ class RegistryClient:
                         f"({len(body)} bytes so far)", advice="try again later")
         except httpx.TransportError as exc:
             raise RegistryUnavailableError(
-                f"{what}: the answer was cut short after {len(body)} bytes: {_os_reason(exc)}",
+                f"{what}: the answer was cut short after {len(body)} bytes: {os_reason(exc)}",
                 advice="try again") from None
         return bytes(body)
 
@@ -1273,7 +1273,7 @@ class RegistryClient:
     def _error_body(body: bytes) -> list[tuple[str, str, object]]:
         """``(code, message, detail)`` of the first few ``errors`` of a registry's answer."""
         try:
-            document = _strict_json(body)
+            document = strict_json(body)
         except (ValueError, RecursionError):
             return []
         errors = document.get("errors") if isinstance(document, dict) else None
@@ -1380,7 +1380,7 @@ class RegistryClient:
                      what: str) -> tuple[str, int]:
         scope = " ".join(scopes) or "(no scope)"
         realm = urlsplit(challenge.realm)
-        if realm.scheme != "https" and not _is_loopback(realm.hostname):
+        if realm.scheme != "https" and not is_loopback(realm.hostname):
             raise RegistryAuthError(
                 f"{what}: the token service {_clean(challenge.realm)} is not HTTPS; "
                 "no credentials are sent to it", status=401,
@@ -1416,7 +1416,7 @@ class RegistryClient:
                     f"{status}", status=status, advice="try again later")
             body = self._read(answer, MAX_TOKEN_RESPONSE, token_what, kind="token answer")
         try:
-            return HTTPSFetcher._parse_token(body, f"{what}: the token service")
+            return parse_token_response(body, f"{what}: the token service")
         except AuthenticationError as exc:
             raise RegistryAuthError(exc.message, status=401) from None
 

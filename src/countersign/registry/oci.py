@@ -31,7 +31,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from countersign.client.http import _strict_json
+from countersign.client.http import strict_json
 from countersign.errors import CountersignError, FormatError
 
 __all__ = [
@@ -603,7 +603,7 @@ def _load(data: bytes, what: str) -> dict[str, Any]:
             f"the {what} is {len(data)} bytes, more than the {MAX_MANIFEST_SIZE} allowed"
         )
     try:
-        document = _strict_json(bytes(data))
+        document = strict_json(bytes(data))
     except (ValueError, RecursionError):
         raise OCIFormatError(
             f"the {what} is not strict UTF-8 JSON (no duplicate keys, no NaN)"
