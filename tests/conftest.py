@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +14,7 @@ sys.path.insert(0, str(Path(__file__).parent / "support"))
 
 if TYPE_CHECKING:
     from pgserver import PostgresServer
+    from registryserver import DockerRegistry
 
     from countersign.server.app import TrustServer
 
@@ -69,3 +71,31 @@ def trust_app(tmp_path: Path) -> Iterator[TrustServer]:
     keys = DatabaseKeyService(storage, "test-signer-passphrase")
     yield TrustServer(storage, keys, config=ServerConfig(cache_ttl=0.0, max_body=1 << 20))
     storage.close()
+
+
+# --- a real CNCF distribution registry and skopeo (tests/support/registryserver.py) ---
+
+
+@pytest.fixture(scope="session")
+def docker_registry() -> Iterator[DockerRegistry]:
+    """A running docker-registry, shared by the session (tests use their own repositories)."""
+    import registryserver
+
+    binary = registryserver.find_binary()
+    if binary is None:
+        pytest.skip(registryserver.missing_reason() or "docker-registry is not installed")
+    server = registryserver.DockerRegistry(binary)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def skopeo() -> Path:
+    found = shutil.which("skopeo")
+    if found is None:
+        pytest.skip("skopeo is not installed (Debian: apt-get install skopeo, or "
+                    "scripts/system-deps.sh)")
+    return Path(found)

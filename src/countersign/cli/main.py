@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from countersign import __version__
-from countersign.cli import key, metadata, serve, trust
+from countersign.cli import images, key, metadata, serve, trust
 from countersign.errors import CountersignError
 
 
@@ -22,6 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     metadata.register(sub)
     serve.register(sub)
     trust.register(sub)
+    images.register(sub)
     return parser
 
 

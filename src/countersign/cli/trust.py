@@ -162,7 +162,7 @@ def _server_for(args: argparse.Namespace, gun: str) -> str:
     return f"https://{host}"
 
 
-def _repository(args: argparse.Namespace, gun: str) -> Any:
+def repository_for(args: argparse.Namespace, gun: str) -> Any:
     from countersign.client.cache import MetadataCache
     from countersign.client.http import Credentials, HTTPSFetcher
     from countersign.client.pinning import load_trust_pinning
@@ -205,7 +205,7 @@ def _role_name(name: str) -> str:
 
 
 def _init(args: argparse.Namespace) -> int:
-    repo = _repository(args, args.gun)
+    repo = repository_for(args, args.gun)
     repo.init(server_managed_snapshot=not args.client_snapshot)
     print(f"initialized trust data for {args.gun}")
     return 0
@@ -213,7 +213,7 @@ def _init(args: argparse.Namespace) -> int:
 
 def _sign(args: argparse.Namespace) -> int:
     gun, tag = split_tagged(args.reference)
-    repo = _repository(args, gun)
+    repo = repository_for(args, gun)
     state = repo.sign_tag(tag, _meta(args.digest, args.size), roles=args.role)
     roles = sorted({t.role for t in state.report.targets if t.name == tag})
     print(f"signed {gun}:{tag} ({args.digest}) into {', '.join(roles)}")
@@ -222,7 +222,7 @@ def _sign(args: argparse.Namespace) -> int:
 
 def _revoke(args: argparse.Namespace) -> int:
     gun, tag = split_tagged(args.reference)
-    _repository(args, gun).revoke_tag(tag, roles=args.role)
+    repository_for(args, gun).revoke_tag(tag, roles=args.role)
     print(f"revoked {gun}:{tag}")
     return 0
 
@@ -291,7 +291,7 @@ def _inspect_text(record: dict[str, Any]) -> str:
 
 def _inspect(args: argparse.Namespace) -> int:
     gun, tag = split_reference(args.reference, tag=False)
-    record = inspect_record(gun, _repository(args, gun).refresh(), tag)
+    record = inspect_record(gun, repository_for(args, gun).refresh(), tag)
     if tag is not None and not record["SignedTags"]:
         raise CountersignError(f"no trust data for {gun}:{tag}",
                                advice="the tag is not signed in targets or targets/releases")
@@ -328,14 +328,14 @@ def _signer_add(args: argparse.Namespace) -> int:
     keys = [_public_key(p) for p in args.key]
     paths = tuple(p for p in args.paths.split(",") if p) or ("",)
     role = _role_name(args.name)
-    _repository(args, args.gun).add_signer(role, keys, threshold=args.threshold, paths=paths)
+    repository_for(args, args.gun).add_signer(role, keys, threshold=args.threshold, paths=paths)
     print(f"added signer {role} to {args.gun} ({len(keys)} key(s), threshold {args.threshold})")
     return 0
 
 
 def _signer_remove(args: argparse.Namespace) -> int:
     role = _role_name(args.name)
-    _repository(args, args.gun).remove_signer(role)
+    repository_for(args, args.gun).remove_signer(role)
     print(f"removed signer {role} from {args.gun}")
     return 0
 
@@ -358,7 +358,7 @@ def _key_generate(args: argparse.Namespace) -> int:
 
 
 def _key_rotate(args: argparse.Namespace) -> int:
-    _repository(args, args.gun).rotate_key(args.role, server_managed=args.server_managed)
+    repository_for(args, args.gun).rotate_key(args.role, server_managed=args.server_managed)
     where = "the server" if args.server_managed else "this trust dir"
     print(f"rotated the {args.role} key of {args.gun}; the new key is held by {where}")
     return 0
@@ -378,7 +378,7 @@ def _write_pending(path: Path, pending: Any) -> None:
 
 def _pending_create(args: argparse.Namespace) -> int:
     gun, tag = split_tagged(args.reference)
-    repo = _repository(args, gun)
+    repo = repository_for(args, gun)
     pending = repo.prepare(_role_name(args.role), _tag_adder(tag, _meta(args.digest, args.size)))
     _write_pending(args.output, pending)
     result = repo.status(pending)
@@ -389,7 +389,7 @@ def _pending_create(args: argparse.Namespace) -> int:
 
 def _pending_sign(args: argparse.Namespace) -> int:
     pending = _load_pending(args.file)
-    repo = _repository(args, pending.gun)
+    repo = repository_for(args, pending.gun)
     signed = repo.cosign(pending)
     _write_pending(args.file, signed)
     result = repo.status(signed)
@@ -399,7 +399,7 @@ def _pending_sign(args: argparse.Namespace) -> int:
 
 def _pending_show(args: argparse.Namespace) -> int:
     pending = _load_pending(args.file)
-    result = _repository(args, pending.gun).status(pending)
+    result = repository_for(args, pending.gun).status(pending)
     record = {"gun": pending.gun, "role": pending.role,
               "version": pending.metadata.signed.version,
               "targets": sorted(pending.metadata.signed.targets),
@@ -414,6 +414,6 @@ def _pending_show(args: argparse.Namespace) -> int:
 
 def _pending_publish(args: argparse.Namespace) -> int:
     pending = _load_pending(args.file)
-    _repository(args, pending.gun).submit(pending)
+    repository_for(args, pending.gun).submit(pending)
     print(f"published {pending.role} of {pending.gun}")
     return 0
