@@ -149,6 +149,20 @@ class OCILayout:
                                     f"(sha256:{hasher.hexdigest()})")
 
 
+class _HashingFile:
+    """A file being written whose bytes are hashed on the way, so nothing is read twice."""
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self._raw = raw
+        self.hasher = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self.hasher.update(data)
+        self.size += len(data)
+        return self._raw.write(data)
+
+
 class LayoutWriter:
     """Stage blobs beside ``dest``; :meth:`commit` moves them in and tags the manifest."""
 
@@ -163,17 +177,14 @@ class LayoutWriter:
         return OCILayout(self.dest).blob_path(digest).exists() or digest in self._blobs
 
     @contextmanager
-    def blob(self, digest: str, size: int) -> Iterator[BinaryIO]:
-        """A file to write the blob into; verified against digest and size on close."""
+    def blob(self, digest: str, size: int) -> Iterator[_HashingFile]:
+        """A file to write the blob into, hashed as it is written; verified on close."""
         hexdigest = check_digest(digest)
         path = self.staging / "blobs" / "sha256" / hexdigest
-        with path.open("wb") as handle:
+        with path.open("wb") as raw:
+            handle = _HashingFile(raw)
             yield handle
-        actual_size = path.stat().st_size
-        hasher = hashlib.sha256()
-        with path.open("rb") as check:
-            while chunk := check.read(CHUNK):
-                hasher.update(chunk)
+        actual_size, hasher = handle.size, handle.hasher
         if actual_size != size or not hmac.compare_digest(hasher.hexdigest(), hexdigest):
             path.unlink(missing_ok=True)
             raise BlobMismatchError(digest, f"blob {digest} did not verify "
