@@ -272,3 +272,43 @@ def test_unknown_key_types_and_expired_certificates(trust_app: TrustServer) -> N
         repo.root_key, expired)
     status, answer = _post(trust_app, {ROOT: md.to_bytes(), TARGETS: repo.targets.to_bytes()})
     assert status == 400 and "expired" in json.dumps(answer)
+
+
+def test_one_reload_serves_many_readers(tmp_path: Any) -> None:
+    import asyncio
+
+    from asgi import _call
+
+    from countersign.server.app import ServerConfig
+    from countersign.server.signer import DatabaseKeyService
+    from countersign.server.storage import Storage
+
+    storage = Storage(f"sqlite:///{tmp_path / 's.db'}")
+    app = TrustServer(storage, DatabaseKeyService(storage, "test-signer-passphrase"),
+                      config=ServerConfig(cache_ttl=60.0))
+    repo = Repo(app)
+    assert repo.publish(ROOT, TARGETS)[0] == 200
+    calls = 0
+    original = app.processor.fresh_view
+
+    def counted(gun: str, **kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        return original(gun, **kwargs)
+
+    app.processor.fresh_view = counted  # type: ignore[method-assign]
+
+    async def many() -> list[int]:
+        results = await asyncio.gather(*(
+            _call(app, "GET", f"/v2/{GUN}/_trust/tuf/timestamp.json", b"", {}, b"")
+            for _ in range(50)))
+        return [status for status, _, _ in results]
+
+    assert asyncio.run(many()) == [200] * 50
+    assert calls == 1
+    # a write drops the view: the next read sees it at once
+    repo.add_target("v9", b"new")
+    assert repo.publish(TARGETS)[0] == 200
+    status, body = _get(app, "targets.json")
+    assert status == 200 and body == repo.targets.to_bytes()
+    storage.close()

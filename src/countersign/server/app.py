@@ -150,6 +150,8 @@ class TrustServer:
         self._views: dict[str, _CachedView] = {}
         self._immutable: OrderedDict[tuple[str, str, str], StoredFile] = OrderedDict()
         self._gun_locks: dict[str, asyncio.Lock] = {}
+        self._reloads: dict[str, asyncio.Future[CurrentView | None]] = {}
+        self._generations: dict[str, int] = {}
 
     # --- ASGI ------------------------------------------------------------------
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -254,16 +256,35 @@ class TrustServer:
 
     # --- reads -----------------------------------------------------------------
     async def _view(self, gun: str) -> CurrentView | None:
+        """The GUN's current view: cached, and reloaded by one request at a time.
+
+        When the cached view expires, the first request reloads it and the ones
+        that arrive meanwhile wait for that reload instead of starting their own.
+        """
         cached = self._views.get(gun)
         now = time.monotonic()
         if cached is not None and cached.until > now:
             return cached.view
-        view = await asyncio.to_thread(self.processor.fresh_view, gun)
-        if view is not None:
-            self._views[gun] = _CachedView(view, now + self.config.cache_ttl)
-        else:
-            self._views.pop(gun, None)
-        return view
+        pending = self._reloads.get(gun)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        task = asyncio.ensure_future(self._reload(gun, now))
+        self._reloads[gun] = task
+        return await asyncio.shield(task)
+
+    async def _reload(self, gun: str, now: float) -> CurrentView | None:
+        generation = self._generations.get(gun, 0)
+        try:
+            view = await asyncio.to_thread(self.processor.fresh_view, gun)
+            if self._generations.get(gun, 0) == generation:  # no local write meanwhile
+                if view is not None:
+                    self._views[gun] = _CachedView(view, now + self.config.cache_ttl)
+                else:
+                    self._views.pop(gun, None)
+            return view
+        finally:
+            if self._reloads.get(gun) is asyncio.current_task():
+                self._reloads.pop(gun, None)
 
     async def _get(self, matched: Route) -> _Response:
         gun, role = matched.gun or "", matched.role
@@ -302,7 +323,10 @@ class TrustServer:
         return file
 
     def _forget(self, gun: str) -> None:
+        """After a local write: drop the view, and let no reload begun before it cache it."""
         self._views.pop(gun, None)
+        self._generations[gun] = self._generations.get(gun, 0) + 1
+        self._reloads.pop(gun, None)
 
     # --- writes ----------------------------------------------------------------
     async def _read_body(self, scope: Scope, receive: Receive) -> bytes:

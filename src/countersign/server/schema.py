@@ -32,7 +32,7 @@ tuf_files = Table(
     Column("data", LargeBinary, nullable=False),
     UniqueConstraint("gun", "role", "version", name="uq_tuf_files_gun_role_version"),
     Index("ix_tuf_files_sha256", "sha256"),
-    Index("ix_tuf_files_gun_role", "gun", "role"),
+    Index("ix_tuf_files_gun_role_sha256", "gun", "role", "sha256"),
 )
 
 changefeed = Table(

@@ -135,7 +135,7 @@ class Storage:
         else:
             # READ COMMITTED whatever the server's default: write() relies on each
             # statement seeing what was committed before it took the GUN's lock
-            kwargs.update(pool_size=10, max_overflow=10, pool_pre_ping=True,
+            kwargs.update(pool_size=10, max_overflow=10, pool_recycle=600,
                           isolation_level="READ COMMITTED")
             if "connect_timeout" not in make_url(url).query:
                 kwargs["connect_args"] = {"connect_timeout": 10}
