@@ -22,7 +22,7 @@ from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests" / "interop"))  # the reference-notary harness
+sys.path[:0] = [str(ROOT / "tests" / "interop"), str(ROOT / "tests" / "support")]  # harness
 
 from _countersign import CountersignServer  # noqa: E402
 from _notary import (  # noqa: E402

@@ -17,12 +17,11 @@ from _notary import (
     TLSFiles,
     _probe_context,
     _Process,
-    _tail,
-    free_port,
     https_get,
     make_tls_material,
     tuf_path,
 )
+from procs import free_port, tail
 
 COUNTERSIGN = str(Path(sys.executable).parent / "countersign")
 SIGNER_PASSPHRASE = "interop-signer-passphrase"
@@ -56,7 +55,7 @@ class CountersignServer:
         return self.workdir / "server.log"
 
     def logs(self) -> str:
-        return _tail(self.log_path)
+        return tail(self.log_path)
 
     def running(self) -> bool:
         return self._proc is not None and self._proc.popen.poll() is None

@@ -19,10 +19,9 @@ next to it as ``_notary`` (pytest's default ``prepend`` import mode puts
 
 from __future__ import annotations
 
-import atexit
 import contextlib
-import ctypes
 import datetime as dt
+import functools
 import hashlib
 import http.client
 import ipaddress
@@ -34,9 +33,7 @@ import signal
 import socket
 import ssl
 import subprocess
-import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -48,6 +45,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from procs import LiveSet, die_with_parent, free_port, tail
 
 NOTARY_BIN = "notary"
 NOTARY_SERVER_BIN = "notary-server"
@@ -269,22 +267,8 @@ def make_delegation_key(
 # ---------------------------------------------------------------------- processes
 
 
-_PR_SET_PDEATHSIG = 1
 
 
-def _child_setup() -> None:  # pragma: no cover - runs in the forked child
-    """Ask the kernel to SIGTERM the child when its parent dies (Linux only)."""
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(Exception):
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-
-
-def free_port() -> int:
-    """A currently free TCP port on 127.0.0.1 (bind port 0, read it, close)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _probe(port: int, tls: ssl.SSLContext | None = None) -> str | None:
@@ -308,12 +292,6 @@ def _probe_context(tls: TLSFiles) -> ssl.SSLContext:
     return ctx
 
 
-def _tail(path: Path, limit: int = 8000) -> str:
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        return f"<cannot read {path}: {exc}>"
-    return data[-limit:].decode("utf-8", "replace")
 
 
 class ProcessStartError(RuntimeError):
@@ -337,7 +315,7 @@ class _Process:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
                 env=None if env is None else dict(env),
-                preexec_fn=_child_setup,  # noqa: PLW1509 - no threads use fork state here
+                preexec_fn=functools.partial(die_with_parent, os.getpid(), signal.SIGTERM),  # noqa: PLW1509 - no threads use fork state here
                 close_fds=True,
             )
 
@@ -348,7 +326,7 @@ class _Process:
             if rc is not None:
                 raise ProcessStartError(
                     f"{self.name} exited with status {rc} before opening 127.0.0.1:{self.port}\n"
-                    f"command: {self.argv}\n--- {self.log_path} ---\n{_tail(self.log_path)}"
+                    f"command: {self.argv}\n--- {self.log_path} ---\n{tail(self.log_path)}"
                 )
             error = _probe(self.port, tls)
             if error is None:
@@ -357,7 +335,7 @@ class _Process:
                 raise ProcessStartError(
                     f"{self.name} not ready on 127.0.0.1:{self.port} within {timeout:.0f}s "
                     f"(last probe: {error})\n"
-                    f"command: {self.argv}\n--- {self.log_path} ---\n{_tail(self.log_path)}"
+                    f"command: {self.argv}\n--- {self.log_path} ---\n{tail(self.log_path)}"
                 )
             time.sleep(0.05)
 
@@ -375,16 +353,7 @@ class _Process:
             self.popen.wait()
 
 
-_LIVE: set[ReferenceNotary] = set()
-_LIVE_LOCK = threading.Lock()
-
-
-@atexit.register
-def _stop_all() -> None:  # pragma: no cover - safety net
-    with _LIVE_LOCK:
-        live = list(_LIVE)
-    for notary in live:
-        notary.stop()
+_LIVE = LiveSet()
 
 
 class ReferenceNotary:
@@ -449,7 +418,7 @@ class ReferenceNotary:
         parts = []
         for path in (self.signer_log, self.server_log):
             if path.exists():
-                parts.append(f"--- {path} ---\n{_tail(path)}")
+                parts.append(f"--- {path} ---\n{tail(path)}")
         return "\n".join(parts)
 
     def running(self) -> bool:
@@ -467,8 +436,7 @@ class ReferenceNotary:
         for d in (self.pki_dir, self.conf_dir, self.log_dir):
             d.mkdir(parents=True, exist_ok=True)
         self.tls = make_tls_material(self.pki_dir)
-        with _LIVE_LOCK:
-            _LIVE.add(self)
+        _LIVE.add(self)
         try:
             if self.trust == "remote":
                 self._start_with_retry(self._start_signer)
@@ -483,8 +451,7 @@ class ReferenceNotary:
         for proc in reversed(self._procs):
             proc.stop()
         self._procs.clear()
-        with _LIVE_LOCK:
-            _LIVE.discard(self)
+        _LIVE.discard(self)
 
     def __enter__(self) -> ReferenceNotary:
         return self.start()
@@ -534,7 +501,7 @@ class ReferenceNotary:
                 proc.stop()
                 self._procs.remove(proc)
                 last = exc
-                if "address already in use" not in _tail(proc.log_path).lower():
+                if "address already in use" not in tail(proc.log_path).lower():
                     raise
                 continue
             return

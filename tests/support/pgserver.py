@@ -33,17 +33,13 @@ start it from the main thread (pytest fixtures do).
 
 from __future__ import annotations
 
-import atexit
 import contextlib
-import ctypes
 import os
 import pwd
 import re
 import shutil
 import signal
-import socket
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -52,15 +48,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
+from procs import LiveSet, alive, die_with_parent, free_port, tail
 from psycopg import sql
 
 SUPERUSER = "postgres"
 DIR_PREFIX = "countersign-pg-"
 DEFAULT_USER = "countersign-test"
 _OWNER_FILE = "owner.pid"
-_PR_SET_PDEATHSIG = 1
-_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
 
+
+_LIVE = LiveSet()
 
 class PostgresStartError(RuntimeError):
     """initdb or postgres failed, or the server never accepted connections."""
@@ -186,28 +183,13 @@ def _child_setup(run_as: RunAs | None, parent: int) -> Callable[[], None]:
             os.setgid(run_as.gid)
             os.setuid(run_as.uid)
         # after the uid change: changing credentials clears the parent-death signal
-        if _LIBC is not None:
-            _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGQUIT, 0, 0, 0)
-        if os.getppid() != parent:  # the parent died before prctl took effect
-            os._exit(1)
+        die_with_parent(parent, signal.SIGQUIT)
 
     return setup
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _read_pid(path: Path) -> int | None:
@@ -223,28 +205,13 @@ def sweep_stale(base: Path) -> None:
     for d in base.glob(f"{DIR_PREFIX}*"):
         owner = _read_pid(d / _OWNER_FILE)
         postmaster = _read_pid(d / "data" / "postmaster.pid")
-        if owner is None or _alive(owner) or (postmaster is not None and _alive(postmaster)):
+        if owner is None or alive(owner) or (postmaster is not None and alive(postmaster)):
             continue
         shutil.rmtree(d, ignore_errors=True)
 
 
-def _tail(path: Path, limit: int = 4000) -> str:
-    try:
-        return path.read_bytes()[-limit:].decode("utf-8", "replace")
-    except OSError as exc:
-        return f"<cannot read {path}: {exc}>"
 
 
-_LIVE: set[PostgresServer] = set()
-_LIVE_LOCK = threading.Lock()
-
-
-@atexit.register
-def _stop_all() -> None:  # pragma: no cover - safety net
-    with _LIVE_LOCK:
-        live = list(_LIVE)
-    for server in live:
-        server.stop()
 
 
 class PostgresServer:
@@ -287,8 +254,7 @@ class PostgresServer:
         sweep_stale(self.base_dir)
         self.root = Path(tempfile.mkdtemp(prefix=DIR_PREFIX, dir=self.base_dir))
         (self.root / _OWNER_FILE).write_text(f"{os.getpid()}\n")
-        with _LIVE_LOCK:
-            _LIVE.add(self)
+        _LIVE.add(self)
         try:
             if self.run_as is not None:
                 self._check_reachable(self.root)
@@ -299,7 +265,7 @@ class PostgresServer:
                     return self
             raise PostgresStartError(
                 f"postgres could not bind a free port after 5 attempts\n"
-                f"--- {self.log_path} ---\n{_tail(self.log_path)}")
+                f"--- {self.log_path} ---\n{tail(self.log_path)}")
         except BaseException:
             self.stop()
             raise
@@ -337,10 +303,10 @@ class PostgresServer:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-            raise PostgresStartError(f"initdb timed out\n{_tail(log)}") from None
+            raise PostgresStartError(f"initdb timed out\n{tail(log)}") from None
         if rc != 0:
             raise PostgresStartError(f"initdb exited with status {rc}\ncommand: {argv}\n"
-                                     f"--- {log} ---\n{_tail(log)}")
+                                     f"--- {log} ---\n{tail(log)}")
 
     def _serve(self, timeout: float) -> bool:
         """Start postgres on a free port; False when the port was taken meanwhile."""
@@ -370,7 +336,7 @@ class PostgresServer:
         while True:
             rc = self.popen.poll()
             if rc is not None:
-                log = _tail(self.log_path)
+                log = tail(self.log_path)
                 self.popen = None
                 if "could not bind" in log or "already in use" in log:
                     return False
@@ -386,7 +352,7 @@ class PostgresServer:
                 raise PostgresStartError(
                     f"postgres not accepting connections on 127.0.0.1:{self.port} within "
                     f"{timeout:.0f}s (last error: {last})\n--- {self.log_path} ---\n"
-                    f"{_tail(self.log_path)}")
+                    f"{tail(self.log_path)}")
             time.sleep(0.05)
 
     def stop(self, grace: float = 10.0) -> None:
@@ -404,8 +370,7 @@ class PostgresServer:
         if self.root is not None:
             shutil.rmtree(self.root, ignore_errors=True)
             self.root = None
-        with _LIVE_LOCK:
-            _LIVE.discard(self)
+        _LIVE.discard(self)
 
     def __enter__(self) -> PostgresServer:
         return self.start()

@@ -26,29 +26,26 @@ The binary is ``$COUNTERSIGN_DOCKER_REGISTRY`` or ``docker-registry`` on PATH
 
 from __future__ import annotations
 
-import atexit
 import contextlib
-import ctypes
 import functools
 import os
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
-import sys
 import tempfile
-import threading
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
-_PR_SET_PDEATHSIG = 1
-_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
+from procs import LiveSet, alive, die_with_parent, free_port, tail
+
 DIR_PREFIX = "countersign-registry-"
 _OWNER_FILE = "owner.pid"
 
+
+_LIVE = LiveSet()
 
 class RegistryStartError(RuntimeError):
     """docker-registry exited, or never answered on /v2/."""
@@ -71,27 +68,10 @@ def missing_reason() -> str | None:
     return None
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
-def _child_setup(parent: int) -> None:  # pragma: no cover - runs in the forked child
-    if _LIBC is not None:
-        _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    if os.getppid() != parent:  # the parent died before prctl took effect
-        os._exit(1)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def sweep_stale(base: Path) -> None:
@@ -101,27 +81,12 @@ def sweep_stale(base: Path) -> None:
             owner = int((directory / _OWNER_FILE).read_text().strip())
         except (OSError, ValueError):
             continue
-        if not _alive(owner):
+        if not alive(owner):
             shutil.rmtree(directory, ignore_errors=True)
 
 
-def _tail(path: Path, limit: int = 4000) -> str:
-    try:
-        return path.read_bytes()[-limit:].decode("utf-8", "replace")
-    except OSError as exc:
-        return f"<cannot read {path}: {exc}>"
 
 
-_LIVE: set[DockerRegistry] = set()
-_LIVE_LOCK = threading.Lock()
-
-
-@atexit.register
-def _stop_all() -> None:  # pragma: no cover - safety net
-    with _LIVE_LOCK:
-        live = list(_LIVE)
-    for registry in live:
-        registry.stop()
 
 
 class DockerRegistry:
@@ -191,15 +156,14 @@ class DockerRegistry:
         self.workdir = Path(tempfile.mkdtemp(prefix=DIR_PREFIX, dir=base))
         (self.workdir / _OWNER_FILE).write_text(f"{os.getpid()}\n")
         self.root.mkdir()
-        with _LIVE_LOCK:
-            _LIVE.add(self)
+        _LIVE.add(self)
         try:
             for _attempt in range(5):
                 if self._serve(timeout):
                     return self
             raise RegistryStartError(
                 f"docker-registry could not bind a free port after 5 attempts\n"
-                f"--- {self.log_path} ---\n{_tail(self.log_path)}")
+                f"--- {self.log_path} ---\n{tail(self.log_path)}")
         except BaseException:
             self.stop()
             raise
@@ -217,7 +181,7 @@ class DockerRegistry:
                 [str(self.binary), "serve", str(config)],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 cwd=self.workdir, env=env, close_fds=True, start_new_session=True,
-                preexec_fn=functools.partial(_child_setup, os.getpid()),  # noqa: PLW1509
+                preexec_fn=functools.partial(die_with_parent, os.getpid()),  # noqa: PLW1509
             )
         deadline = time.monotonic() + timeout
         scheme = "https" if self.tls else "http"
@@ -227,7 +191,7 @@ class DockerRegistry:
         while True:
             rc = self.popen.poll()
             if rc is not None:
-                log_text = _tail(self.log_path)
+                log_text = tail(self.log_path)
                 self.popen = None
                 if "address already in use" in log_text:
                     return False
@@ -243,7 +207,7 @@ class DockerRegistry:
                 self.stop()
                 raise RegistryStartError(
                     f"docker-registry did not answer {url} within {timeout:.0f}s "
-                    f"(last error: {last})\n--- {self.log_path} ---\n{_tail(self.log_path)}")
+                    f"(last error: {last})\n--- {self.log_path} ---\n{tail(self.log_path)}")
             time.sleep(0.05)
 
     def stop(self, grace: float = 10.0) -> None:
@@ -258,8 +222,7 @@ class DockerRegistry:
                 with contextlib.suppress(ProcessLookupError):
                     popen.kill()
                 popen.wait(timeout=grace)
-        with _LIVE_LOCK:
-            _LIVE.discard(self)
+        _LIVE.discard(self)
         if self.workdir is not None:
             shutil.rmtree(self.workdir, ignore_errors=True)
             self.workdir = None
