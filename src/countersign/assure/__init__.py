@@ -1,0 +1,1 @@
+"""Security assurance: the policy of signed pipeline stages and the delivery gate."""
