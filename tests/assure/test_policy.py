@@ -651,3 +651,23 @@ def test_every_error_case_that_the_schema_can_see(tmp_path: Path, validator: Any
         if any(part in message or part in new for part in whole_document_checks):
             continue
         assert list(validator.iter_errors(yaml.safe_load(text))), (old, new)
+
+
+def test_pass_settings_become_the_criteria_evaluate_applies(tmp_path: Path) -> None:
+    from countersign.assure.criteria import evaluate
+    from countersign.assure.reports import Finding, Report, Severity
+
+    source = tmp_path / "policy.yaml"
+    source.write_text(EXAMPLE)
+    stage = load_policy(source, environ={}).stage("static-tested")
+    criteria = stage.passes.criteria()
+    assert criteria.max_severity is Severity.MEDIUM
+
+    def report(severity: Severity) -> Report:
+        finding = Finding(rule_id="B101", message="m", severity=severity, cwe=(), location="a.py:1",
+                          parameter=None, fingerprint="f")
+        return Report(tool="bandit", tool_version="1", format="sarif", findings=(finding,),
+                      tests_run=0, failures=0, errors=0, skipped=0)
+
+    assert evaluate(report(Severity.MEDIUM), criteria).passed
+    assert not evaluate(report(Severity.HIGH), criteria).passed

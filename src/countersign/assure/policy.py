@@ -26,6 +26,8 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from countersign.assure import criteria as criteria_module
+from countersign.assure import reports
 from countersign.errors import FormatError
 from countersign.tuf.metadata import is_delegation_name
 
@@ -40,7 +42,7 @@ __all__ = [
     "Check",
     "DeliveryRule",
     "EvidenceSettings",
-    "PassCriteria",
+    "PassSettings",
     "Policy",
     "PolicyError",
     "Stage",
@@ -61,12 +63,12 @@ MAX_DURATION = _dt.timedelta(days=3650)
 DEFAULT_TIMEOUT = _dt.timedelta(hours=1)
 DEFAULT_MAX_REPORT_BYTES = 16 * 1024 * 1024
 
-Severity = Literal["info", "low", "medium", "high", "critical"]
+SeverityName = Literal["info", "low", "medium", "high", "critical"]
 ReportFormat = Literal["sarif", "junit", "json"]
 
-SEVERITIES: tuple[Severity, ...] = ("info", "low", "medium", "high", "critical")
+SEVERITIES: tuple[SeverityName, ...] = ("info", "low", "medium", "high", "critical")
 #: SARIF ``level`` values, accepted wherever a severity is, and what they mean.
-SARIF_LEVELS: Mapping[str, Severity] = {
+SARIF_LEVELS: Mapping[str, SeverityName] = {
     "none": "info",
     "note": "low",
     "warning": "medium",
@@ -183,7 +185,7 @@ class Check:
 
 
 @dataclass(frozen=True)
-class PassCriteria:
+class PassSettings:
     """When a stage's report passes.
 
     For ``sarif``/``json`` reports: no finding above ``max_severity`` and no more
@@ -193,8 +195,8 @@ class PassCriteria:
     false-positive table and VEX document.
     """
 
-    max_severity: Severity | None = None
-    max_counts: tuple[tuple[Severity, int], ...] = ()
+    max_severity: SeverityName | None = None
+    max_counts: tuple[tuple[SeverityName, int], ...] = ()
     max_failures: int | None = None
     rules_include: tuple[str, ...] = ()
     rules_exclude: tuple[str, ...] = ()
@@ -202,6 +204,19 @@ class PassCriteria:
     cwes_exclude: tuple[int, ...] = ()
     false_positives: Path | None = None
     vex: Path | None = None
+
+    def criteria(self) -> criteria_module.PassCriteria:
+        """These settings as what :func:`countersign.assure.criteria.evaluate` applies."""
+        level = reports.Severity.parse
+        return criteria_module.PassCriteria(
+            max_severity=level(self.max_severity) if self.max_severity else None,
+            max_counts={level(name): count for name, count in self.max_counts},
+            max_failures=self.max_failures,
+            include_rules=frozenset(self.rules_include),
+            exclude_rules=frozenset(self.rules_exclude),
+            include_cwes=frozenset(self.cwes_include),
+            exclude_cwes=frozenset(self.cwes_exclude),
+        )
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -253,7 +268,7 @@ class Stage:
     role: str
     key: str
     check: Check
-    passes: PassCriteria
+    passes: PassSettings
     evidence: EvidenceSettings = field(default_factory=EvidenceSettings)
     key_file: Path | None = None
 
@@ -323,7 +338,7 @@ class Policy:
 
 def severity_rank(severity: str) -> int:
     """0 (info) to 4 (critical); SARIF levels are mapped as in :data:`SARIF_LEVELS`."""
-    return SEVERITIES.index(cast(Severity, SARIF_LEVELS.get(severity, severity)))
+    return SEVERITIES.index(cast(SeverityName, SARIF_LEVELS.get(severity, severity)))
 
 
 def parse_duration(text: str) -> _dt.timedelta:
@@ -508,7 +523,7 @@ class _Reader:
             self.fail(node, path, f"{node.value!r} is longer than {format_duration(MAX_DURATION)}")
         return delta
 
-    def severity(self, node: yaml.Node, path: str) -> Severity:
+    def severity(self, node: yaml.Node, path: str) -> SeverityName:
         value = self.string(node, path)
         if value in SEVERITIES:
             return value
@@ -636,7 +651,7 @@ class _Reader:
         if "pass" in fields:
             passes = self.passes(fields["pass"][1], f"{path}.pass", check.format)
         else:
-            passes = PassCriteria(max_failures=0 if check.format == "junit" else None)
+            passes = PassSettings(max_failures=0 if check.format == "junit" else None)
         evidence = EvidenceSettings()
         if "evidence" in fields:
             evidence = self.evidence(fields["evidence"][1], f"{path}.evidence")
@@ -685,7 +700,7 @@ class _Reader:
         return Check(command=tuple(command), format=fmt, timeout=timeout,
                      env=tuple(env), cwd=cwd)
 
-    def passes(self, node: yaml.Node, path: str, fmt: ReportFormat) -> PassCriteria:
+    def passes(self, node: yaml.Node, path: str, fmt: ReportFormat) -> PassSettings:
         fields = self.mapping(node, path, (
             "max_severity", "max_counts", "max_failures", "rules", "cwes",
             "false_positives", "vex"))
@@ -701,7 +716,7 @@ class _Reader:
         max_severity = None
         if "max_severity" in fields:
             max_severity = self.severity(fields["max_severity"][1], f"{path}.max_severity")
-        counts: dict[Severity, int] = {}
+        counts: dict[SeverityName, int] = {}
         if "max_counts" in fields:
             cpath = f"{path}.max_counts"
             for key_node, value_node in self.free_mapping(fields["max_counts"][1], cpath):
@@ -721,7 +736,7 @@ class _Reader:
                                              f"{path}.false_positives")
         if "vex" in fields:
             vex = self.file_path(fields["vex"][1], f"{path}.vex")
-        return PassCriteria(
+        return PassSettings(
             max_severity=max_severity,
             max_counts=tuple((s, counts[s]) for s in SEVERITIES if s in counts),
             max_failures=max_failures,
