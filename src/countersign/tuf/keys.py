@@ -51,6 +51,8 @@ METHODS: Mapping[str, tuple[str, ...]] = {
     METHOD_EDDSA: (ED25519,),
 }
 
+_METHOD_OF: Mapping[str, str] = {ECDSA: METHOD_ECDSA, RSA: METHOD_RSAPSS, ED25519: METHOD_EDDSA}
+
 MIN_RSA_BITS = 2048
 PSS_SALT_LENGTH = 32
 _EC_CURVES = (ec.SECP256R1, ec.SECP384R1, ec.SECP521R1)
@@ -204,6 +206,11 @@ class PublicKey:
         """``ecdsa``, ``rsa`` or ``ed25519`` (the bare type), or the unknown keytype."""
         return {ECDSA_X509: ECDSA, RSA_X509: RSA}.get(self.keytype, self.keytype)
 
+    @property
+    def method(self) -> str:
+        """The signature method notary uses with this key ("" for an unknown type)."""
+        return _METHOD_OF.get(self.algorithm, "")
+
     @cached_property
     def certificates(self) -> list[x509.Certificate]:
         """The certificates of an ``*-x509`` key, leaf first."""
@@ -322,7 +329,7 @@ class PrivateKey:
 
     @property
     def method(self) -> str:
-        return {ECDSA: METHOD_ECDSA, RSA: METHOD_RSAPSS, ED25519: METHOD_EDDSA}[self.algorithm]
+        return _METHOD_OF[self.algorithm]
 
     @property
     def canonical_key_id(self) -> str:

@@ -1,0 +1,178 @@
+"""Running stages into the trust data, and the gate that decides delivery.
+
+``assure_stage`` runs one stage on the image pinned by digest; if it passes,
+the evidence is stored as a referrer and the stage signs that exact digest, as
+the tag, into its own delegation with its own key (the target's ``custom``
+names the evidence and when it was made). ``decide`` is the gate: the tag is
+resolved through trust to the digest being delivered, and each required stage
+must have signed that digest (a threshold of its role's distinct keys, which
+the trusted state already checked), recently enough, with evidence that
+verifies; the distinct keys of the passing stages are counted once each.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from dataclasses import dataclass, field
+from typing import Any
+
+from countersign.assure.evidence import envelope, load_and_check, statement, store
+from countersign.assure.policy import Policy, Stage
+from countersign.assure.stages import StageRun, run_stage
+from countersign.client.repository import TrustRepository
+from countersign.client.updater import RELEASE_ROLES, Updater
+from countersign.errors import CountersignError
+from countersign.registry.client import RegistryClient
+from countersign.registry.oci import digest_of
+from countersign.registry.transfer import ImageReference
+from countersign.tuf import FileMeta, PrivateKey
+from countersign.tuf.metadata import parent_role
+from countersign.tuf.timefmt import GoTime
+
+
+@dataclass(frozen=True)
+class AssureResult:
+    run: StageRun
+    digest: str
+    evidence: str | None  # the referrer's digest when the stage passed and signed
+
+
+def assure_stage(stage: Stage, ref: ImageReference, *, client: RegistryClient,
+                 repo: TrustRepository, key: PrivateKey,
+                 now: _dt.datetime | None = None) -> AssureResult:
+    """Run ``stage`` on ``ref`` pinned by digest; sign it with ``key`` if it passes."""
+    when = now or _dt.datetime.now(_dt.UTC)
+    tag = ref.tag or "latest"
+    raw = client.get_manifest(ref.repository, ref.digest or tag)
+    if ref.digest is not None:
+        raw.verify(ref.digest)
+    digest = digest_of(raw.data)
+    run = run_stage(stage, f"{ref.gun}@{digest}", now=when)
+    if not run.passed:
+        return AssureResult(run, str(digest), None)
+    data = envelope(statement(ref.gun, digest.hex, run, when), key)
+    stored = store(client, ref.repository, str(digest), len(raw.data), raw.media_type, data,
+                   stage.name)
+    meta = FileMeta(len(raw.data), {"sha256": bytes.fromhex(digest.hex)}, custom={
+        "countersign": {"stage": stage.name, "evidence": stored.digest,
+                        "signed_at": GoTime.from_datetime(when).format()}})
+    repo.sign_tag(tag, meta, roles=[stage.role])
+    return AssureResult(run, str(digest), stored.digest)
+
+
+@dataclass
+class StageVerdict:
+    stage: str
+    role: str
+    state: str  # "passed", "missing", "stale", "bad-evidence"
+    reason: str = ""
+    signers: list[str] = field(default_factory=list)
+    signed_at: str | None = None
+    evidence: str | None = None
+
+
+@dataclass
+class Decision:
+    """The gate's answer, and everything it was based on (the decision record)."""
+
+    reference: str
+    digest: str | None
+    allowed: bool
+    reasons: list[str]
+    stages: list[StageVerdict]
+    distinct_signers: int
+    decided_at: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "reference": self.reference, "digest": self.digest, "allowed": self.allowed,
+            "reasons": self.reasons, "distinct_signers": self.distinct_signers,
+            "decided_at": self.decided_at,
+            "stages": [vars(v) for v in self.stages],
+        }
+
+
+def decide(policy: Policy, ref: ImageReference, *, updater: Updater,
+           client: RegistryClient | None, now: _dt.datetime | None = None) -> Decision:
+    """Allow the image only if the policy's stages signed its exact digest, fresh, with evidence."""
+    when = now or _dt.datetime.now(_dt.UTC)
+    tag = ref.tag or "latest"
+    refreshed = updater.refresh()
+    state = refreshed.state
+    delivered = refreshed.lookup(tag, RELEASE_ROLES)
+    stamp = GoTime.from_datetime(when).format()
+    if delivered is None or delivered.meta.sha256 is None:
+        return Decision(str(ref), None, False, [f"{ref.gun}:{tag} is not signed for delivery "
+                        "(targets/releases or targets)"], [], 0, stamp)
+    digest_hex = delivered.meta.sha256.hex()
+    if ref.digest is not None and ref.digest != f"sha256:{digest_hex}":
+        return Decision(str(ref), f"sha256:{digest_hex}", False,
+                        [f"the signed digest of {tag} is not {ref.digest}"], [], 0, stamp)
+    verdicts: list[StageVerdict] = []
+    for stage in policy.stages:
+        verdicts.append(_verdict(stage, state, tag, digest_hex, policy, client, ref, when))
+    passed = {v.stage for v in verdicts if v.state == "passed"}
+    rule = policy.deliver
+    required = list(rule.require)
+    reasons: list[str] = []
+    if rule.all_required:
+        for name in required:
+            if name not in passed:
+                verdict = next(v for v in verdicts if v.stage == name)
+                reasons.append(f"stage {name} is {verdict.state}: {verdict.reason}")
+    else:
+        count = len([n for n in required if n in passed])
+        if count < (rule.at_least or len(required)):
+            reasons.append(f"{count} of the stages {', '.join(required)} passed; "
+                           f"{rule.at_least} are required")
+    signers = {s for v in verdicts if v.state == "passed" and v.stage in required
+               for s in v.signers}
+    if len(signers) < rule.min_distinct_signers:
+        reasons.append(f"{len(signers)} distinct keys signed the required stages; "
+                       f"{rule.min_distinct_signers} are required (one key counts once)")
+    return Decision(str(ref), f"sha256:{digest_hex}", not reasons, reasons, verdicts,
+                    len(signers), stamp)
+
+
+def _verdict(stage: Stage, state: Any, tag: str, digest_hex: str, policy: Policy,
+             client: RegistryClient | None, ref: ImageReference,
+             when: _dt.datetime) -> StageVerdict:
+    verdict = StageVerdict(stage.name, stage.role, "missing")
+    trusted = state.roles.get(stage.role)
+    if trusted is None:
+        verdict.reason = f"{stage.role} has no valid signature in the trust data"
+        return verdict
+    target = state.targets_of(stage.role).get(tag)
+    if target is None:
+        verdict.reason = f"{stage.role} has not signed {tag}"
+        return verdict
+    if target.sha256 is None or target.sha256.hex() != digest_hex:
+        verdict.reason = f"{stage.role} signed another digest of {tag}"
+        return verdict
+    parent = state.roles[parent_role(stage.role)].metadata.signed.delegations
+    keys = {k: parent.keys[k] for k in parent.get(stage.role).keyids}
+    verdict.signers = sorted({keys[k].canonical_key_id for k in trusted.signatures.signed
+                              if k in keys})
+    info = target.custom.get("countersign") if isinstance(target.custom, dict) else None
+    if not isinstance(info, dict):
+        verdict.state, verdict.reason = "bad-evidence", "the signature records no evidence"
+        return verdict
+    verdict.signed_at, verdict.evidence = info.get("signed_at"), info.get("evidence")
+    try:
+        signed_at = GoTime.parse(str(verdict.signed_at)).to_datetime()
+    except CountersignError:
+        verdict.state, verdict.reason = "bad-evidence", "the signing time is unreadable"
+        return verdict
+    if when - signed_at > policy.deliver.max_age:
+        verdict.state = "stale"
+        verdict.reason = f"signed at {verdict.signed_at}, older than {policy.deliver.max_age}"
+        return verdict
+    if client is not None:
+        try:
+            load_and_check(client, ref.repository, str(verdict.evidence),
+                           subject_hex=digest_hex, stage=stage.name, keys=list(keys.values()))
+        except CountersignError as exc:
+            verdict.state, verdict.reason = "bad-evidence", exc.message
+            return verdict
+    verdict.state, verdict.reason = "passed", ""
+    return verdict
