@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from countersign import __version__
-from countersign.cli import images, key, metadata, serve, trust
+from countersign.cli import assure, images, key, metadata, serve, trust
 from countersign.errors import CountersignError
 
 
@@ -23,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.register(sub)
     trust.register(sub)
     images.register(sub)
+    assure.register(sub)
     return parser
 
 
