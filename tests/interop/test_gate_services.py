@@ -55,7 +55,9 @@ stages:
   - name: static-tested
     role: targets/static-tested
     key: static-tested
-    check: {{command: [{bandit!r}, '-r', {str(app)!r}, '-f', 'sarif', '-o', '{{report}}'], format: sarif}}
+    check:
+      command: [{bandit!r}, '-r', {str(app)!r}, '-f', 'sarif', '-o', '{{report}}']
+      format: sarif
     pass: {{max_severity: {level}}}
   - name: dynamic-tested
     role: targets/dynamic-tested
