@@ -104,3 +104,14 @@ def test_bad_archives(tmp_path: Path, content: bytes) -> None:
 def test_digests_are_strict(text: str) -> None:
     with pytest.raises(CountersignError):
         check_digest(text)
+
+
+def test_a_verified_stream_still_has_its_size_checked(tmp_path: Path) -> None:
+    _, config, _ = image(LAYERS)
+    with LayoutWriter(tmp_path / "out") as writer:
+        with pytest.raises(BlobMismatchError, match="did not verify"), \
+                writer.blob(digest(config), len(config) + 1, verified_stream=True) as handle:
+            handle.write(config)
+        with writer.blob(digest(config), len(config), verified_stream=True) as handle:
+            handle.write(config)
+        assert writer.has(digest(config))

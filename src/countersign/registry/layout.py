@@ -152,13 +152,15 @@ class OCILayout:
 class _HashingFile:
     """A file being written whose bytes are hashed on the way, so nothing is read twice."""
 
-    def __init__(self, raw: BinaryIO) -> None:
+    def __init__(self, raw: BinaryIO, *, hashing: bool = True) -> None:
         self._raw = raw
+        self._hashing = hashing
         self.hasher = hashlib.sha256()
         self.size = 0
 
     def write(self, data: bytes) -> int:
-        self.hasher.update(data)
+        if self._hashing:
+            self.hasher.update(data)
         self.size += len(data)
         return self._raw.write(data)
 
@@ -177,15 +179,22 @@ class LayoutWriter:
         return OCILayout(self.dest).blob_path(digest).exists() or digest in self._blobs
 
     @contextmanager
-    def blob(self, digest: str, size: int) -> Iterator[_HashingFile]:
-        """A file to write the blob into, hashed as it is written; verified on close."""
+    def blob(self, digest: str, size: int, *,
+             verified_stream: bool = False) -> Iterator[_HashingFile]:
+        """A file to write the blob into, hashed as it is written; verified on close.
+
+        ``verified_stream``: the bytes come from a stream that hashes them itself and
+        raises before its last chunk on a mismatch (``RegistryClient.stream_blob``), so
+        hashing them a second time is skipped; the size is still checked.
+        """
         hexdigest = check_digest(digest)
         path = self.staging / "blobs" / "sha256" / hexdigest
         with path.open("wb") as raw:
-            handle = _HashingFile(raw)
+            handle = _HashingFile(raw, hashing=not verified_stream)
             yield handle
         actual_size, hasher = handle.size, handle.hasher
-        if actual_size != size or not hmac.compare_digest(hasher.hexdigest(), hexdigest):
+        if actual_size != size or (not verified_stream and not hmac.compare_digest(
+                hasher.hexdigest(), hexdigest)):
             path.unlink(missing_ok=True)
             raise BlobMismatchError(digest, f"blob {digest} did not verify "
                                     f"({actual_size} bytes, sha256:{hasher.hexdigest()})")

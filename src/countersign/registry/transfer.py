@@ -276,7 +276,7 @@ def pull(ref: ImageReference, client: RegistryClient, dest: Path, *,
                 continue
             with client.stream_blob(ref.repository, blob.digest,
                                     expected_size=blob.size) as chunks, \
-                    writer.blob(blob.digest, blob.size) as handle:
+                    writer.blob(blob.digest, blob.size, verified_stream=True) as handle:
                 for chunk in _counted(chunks, f"pulling {blob.digest[:19]}", progress):
                     handle.write(chunk)
         writer.commit(LayoutDescriptor(raw.media_type, top_digest, len(raw.data), {}),
