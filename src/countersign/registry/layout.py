@@ -20,13 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from countersign.errors import CountersignError, FormatError
+from countersign.errors import CountersignError
+from countersign.registry.oci import parse_digest
 
 REF_NAME = "org.opencontainers.image.ref.name"
 INDEX_MEDIA_TYPE = "application/vnd.oci.image.index.v1+json"
 MAX_INDEX = 4 << 20
 CHUNK = 1 << 20
-_HEX = frozenset("0123456789abcdef")
 
 
 class LayoutError(CountersignError):
@@ -42,11 +42,8 @@ class BlobMismatchError(LayoutError):
 
 
 def check_digest(digest: str) -> str:
-    """The hex of a ``sha256:<64 lowercase hex>`` digest; anything else is refused."""
-    algorithm, _, hexdigest = digest.partition(":")
-    if algorithm != "sha256" or len(hexdigest) != 64 or not set(hexdigest) <= _HEX:
-        raise FormatError(f"{digest[:80]!r} is not a sha256 digest")
-    return hexdigest
+    """The hex of a ``sha256:<64 lowercase hex>`` digest (:func:`oci.parse_digest` decides)."""
+    return parse_digest(digest).hex
 
 
 @dataclass(frozen=True)
