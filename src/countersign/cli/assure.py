@@ -53,7 +53,7 @@ def _load(args: argparse.Namespace) -> Any:
 
 
 def _setup(args: argparse.Namespace, policy: Any) -> tuple[Any, Any, Any]:
-    from countersign.cli.images import _client
+    from countersign.cli.images import registry_client
     from countersign.cli.trust import repository_for
     from countersign.registry.transfer import ImageReference
 
@@ -62,7 +62,7 @@ def _setup(args: argparse.Namespace, policy: Any) -> tuple[Any, Any, Any]:
     ref = ImageReference.parse(args.image)
     args.server = policy.trust.server
     args.tls_ca = policy.trust.tls_ca
-    return ref, _client(args, ref.registry), repository_for(args, ref.gun)
+    return ref, registry_client(args, ref.registry), repository_for(args, ref.gun)
 
 
 def _stage_key(repo: Any, stage: Any) -> Any:

@@ -70,7 +70,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     copy.set_defaults(func=_copy)
 
 
-def _client(args: argparse.Namespace, registry: str) -> Any:
+def registry_client(args: argparse.Namespace, registry: str) -> Any:
+    """The registry client the --registry-* options describe."""
     from countersign.registry.client import RegistryClient
 
     return RegistryClient(registry, ca_file=args.registry_ca, insecure=args.registry_insecure)
@@ -111,7 +112,7 @@ def _push(args: argparse.Namespace) -> int:
 
     source = Location.parse(args.source)
     ref = ImageReference.parse(args.reference)
-    pushed = push(source, _client(args, ref.registry), ref, progress=terminal_progress(),
+    pushed = push(source, registry_client(args, ref.registry), ref, progress=terminal_progress(),
                   chunked=args.chunked)
     record: dict[str, Any] = {"reference": str(ref), "digest": pushed.digest,
                               "size": pushed.size, "signed": False}
@@ -141,7 +142,7 @@ def _pull(args: argparse.Namespace) -> int:
     if dest.kind != "oci" or dest.path is None:
         raise CountersignError(f"--to {args.to!r}: pull writes an OCI layout, oci:DIR[:TAG]")
     updater = None if args.no_verify else _trust(args, ref.gun, ref.registry).updater
-    pulled = pull(ref, _client(args, ref.registry), dest.path, updater=updater,
+    pulled = pull(ref, registry_client(args, ref.registry), dest.path, updater=updater,
                   dest_tag=dest.tag, platform=args.platform, progress=terminal_progress())
     record = {"reference": str(ref), "digest": pulled.digest, "size": pulled.size,
               "verified": updater is not None, "signed_by": pulled.signed_by,
@@ -169,7 +170,7 @@ def _copy(args: argparse.Namespace) -> int:
             updater = _trust(args, ref.gun, ref.registry).updater if args.verify else None
             staged = (destination.path if destination.kind == "oci" and destination.path
                       else Path(tmp) / "image")
-            pull(ref, _client(args, ref.registry), staged, updater=updater,
+            pull(ref, registry_client(args, ref.registry), staged, updater=updater,
                  dest_tag=destination.tag or ref.tag)
             source = Location("oci", staged, destination.tag or ref.tag)
             if destination.kind == "oci":
@@ -177,7 +178,7 @@ def _copy(args: argparse.Namespace) -> int:
                 return 0
         if destination.kind == "registry" and destination.reference is not None:
             target = destination.reference
-            pushed = push(source, _client(args, target.registry), target)
+            pushed = push(source, registry_client(args, target.registry), target)
             print(f"copied {args.source} to {target} ({pushed.digest})")
             return 0
         if destination.kind == "oci" and destination.path is not None:
