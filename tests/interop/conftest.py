@@ -102,3 +102,10 @@ def countersign_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cou
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(params=["reference", "countersign"])
+def trust_server(request: pytest.FixtureRequest) -> object:
+    """Each test using it runs twice: on the reference notary-server, then on countersign serve."""
+    return request.getfixturevalue(
+        "reference_notary" if request.param == "reference" else "countersign_server")

@@ -29,12 +29,6 @@ PASSPHRASES = {
 }
 
 
-@pytest.fixture(params=["reference", "countersign"])
-def trust_server(request: pytest.FixtureRequest) -> Any:
-    return request.getfixturevalue(
-        "reference_notary" if request.param == "reference" else "countersign_server")
-
-
 def _docker(server: Any, config: Path, *args: str) -> subprocess.CompletedProcess[str]:
     host = server.url.removeprefix("https://")
     tls = config / "tls" / host

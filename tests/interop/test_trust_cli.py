@@ -24,12 +24,6 @@ pytestmark = pytest.mark.interop
 DIGEST = "sha256:" + "5e" * 32
 
 
-@pytest.fixture(params=["reference", "countersign"])
-def trust_server(request: pytest.FixtureRequest) -> Any:
-    return request.getfixturevalue(
-        "reference_notary" if request.param == "reference" else "countersign_server")
-
-
 def _cs(server: Any, trust_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(trust_dir),
            "COUNTERSIGN_SERVER": server.url, "COUNTERSIGN_TLS_CA": str(server.ca_path),
