@@ -1,7 +1,7 @@
 """Reading the reports that security test tools write.
 
 A security test stage runs a tool (a static analyser, a DAST scanner, a BDD
-security suite) and reads what it wrote. This module turns four report
+security suite) and reads what it wrote. This module turns five report
 formats into one :class:`Report` of :class:`Finding` values:
 
 - SARIF 2.1.0 (:func:`parse_sarif`), what most static analysers write;
@@ -9,7 +9,8 @@ formats into one :class:`Report` of :class:`Finding` values:
   ``defusedxml`` so that no DTD, entity or external reference is processed;
 - the countersign JSON report (:func:`parse_json_report`), documented in
   ``docs/reports.md``, for tools without a standard format;
-- OWASP ZAP's JSON report (also :func:`parse_json_report`).
+- OWASP ZAP's JSON report (also :func:`parse_json_report`);
+- Wapiti's JSON report, ``wapiti -f json`` (also :func:`parse_json_report`).
 
 Every parser is bounded (at most :data:`MAX_REPORT_BYTES` of input, nesting
 at most :data:`MAX_DEPTH` deep, at most :data:`MAX_FINDINGS` findings and
@@ -29,6 +30,7 @@ import xml.etree.ElementTree as ET  # only for types and ParseError; parsing is 
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import defusedxml
 import defusedxml.ElementTree as DET
@@ -655,19 +657,23 @@ def _check_xml_shape(root: ET.Element, source: str) -> None:
 
 
 def parse_json_report(data: bytes, *, source: str = "<json report>") -> Report:
-    """Read a countersign JSON report or an OWASP ZAP JSON report.
+    """Read a countersign JSON report, an OWASP ZAP JSON report or a Wapiti JSON report.
 
-    The two are told apart by their top-level keys: ``tool`` + ``findings``
+    They are told apart by their top-level keys: ``tool`` + ``findings``
     is the countersign shape (``docs/reports.md``), ``site`` (with
-    ``@version``) is ZAP's. Anything else is refused.
+    ``@version``) is ZAP's, ``vulnerabilities`` + ``infos`` is Wapiti's
+    (``wapiti -f json``). Anything else is refused.
     """
     document = _obj(load_json(data, source, "JSON report"), source, "the JSON report")
     if "site" in document and "tool" not in document:
         return _parse_zap(document, source)
     if "tool" in document and "findings" in document:
         return _parse_countersign(document, source)
-    raise _fail(source, "not a countersign JSON report (needs \"tool\" and \"findings\") "
-                        "nor a ZAP JSON report (needs \"site\")")
+    if "vulnerabilities" in document and "infos" in document:
+        return _parse_wapiti(document, source)
+    raise _fail(source, "not a countersign JSON report (needs \"tool\" and \"findings\"), "
+                        "a ZAP JSON report (needs \"site\") nor a Wapiti JSON report (needs "
+                        "\"vulnerabilities\" and \"infos\")")
 
 
 _CS_TOP = {"tool", "findings", "tests"}
@@ -811,6 +817,75 @@ def _parse_zap(document: dict[str, Any], source: str) -> Report:
     return Report(tool="ZAP", tool_version=version, format="zap-json", findings=tuple(findings))
 
 
+# --------------------------------------------------------------------------- Wapiti
+
+# Wapiti 3.0.4 and later rate each finding with a level from 0 to 4
+# (``wapitiCore.language.vulnerability``: INFO_LEVEL "0" ... CRITICAL_LEVEL "4").
+_WAPITI_LEVELS = {0: Severity.INFO, 1: Severity.LOW, 2: Severity.MEDIUM, 3: Severity.HIGH,
+                  4: Severity.CRITICAL}
+_WAPITI_SECTIONS = ("vulnerabilities", "anomalies", "additionals")
+_WAPITI_VERSION = re.compile(r"(?:wapiti[ -]?)?(\d{1,4})\.(\d{1,4})\.(\d{1,4})\S*",
+                             re.IGNORECASE)
+_WAPITI_FIRST = (3, 0, 4)
+
+
+def _wapiti_level(value: Any, source: str, where: str) -> Severity:
+    # 3.0.4 writes integers; its level constants are strings, so accept "0"-"4" too
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value.strip())
+    if isinstance(value, bool) or not isinstance(value, int) or value not in _WAPITI_LEVELS:
+        raise _fail(source, f"{where}.level {value!r:.20} is not 0, 1, 2, 3 or 4")
+    return _WAPITI_LEVELS[value]
+
+
+def _parse_wapiti(document: dict[str, Any], source: str) -> Report:
+    infos = _obj(document["infos"], source, "infos")
+    version_text = _str(infos.get("version"), source, "infos.version")
+    match = _WAPITI_VERSION.fullmatch(version_text.strip())
+    if not match:
+        raise _fail(source, f"not a Wapiti JSON report: infos.version {version_text!r:.40} "
+                            "names no Wapiti version")
+    version = tuple(int(part) for part in match.groups())
+    if version < _WAPITI_FIRST:
+        raise _fail(source, f"Wapiti {version_text.strip():.40} numbered its levels on another "
+                            "scale; countersign reads the 0-4 levels of Wapiti 3.0.4 and later")
+    target = _str(infos.get("target"), source, "infos.target")
+    if not _is_url(target):
+        raise _fail(source, f"infos.target {target!r:.60} is not an http(s) URL")
+    parts = urlsplit(target)
+    origin = f"{parts.scheme}://{parts.netloc}"
+    classes = _obj(document.get("classifications", {}), source, "classifications")
+    cwes_of: dict[str, tuple[int, ...]] = {}
+    for name, value in classes.items():
+        entry = _obj(value, source, f"classifications[{name!r:.40}]")
+        refs = _obj(entry.get("ref") or {}, source, f"classifications[{name!r:.40}].ref")
+        cwes_of[name] = _sorted_unique(
+            int(m) for title in refs for m in _CWE_IN_TEXT.findall(str(title)))
+    findings: list[Finding] = []
+    for section in _WAPITI_SECTIONS:
+        categories = _obj(document.get(section, {}), source, section)
+        for category, items_value in categories.items():
+            items = _list(items_value, source, f"{section}[{category!r:.40}]")
+            _bound_findings(len(findings) + len(items), source)
+            for i, item_value in enumerate(items):
+                where = f"{section}[{category!r:.40}][{i}]"
+                item = _obj(item_value, source, where)
+                severity = _wapiti_level(item.get("level"), source, where)
+                path = _opt_str(item.get("path"), source, f"{where}.path") or "/"
+                location = path if _is_url(path) else origin + (
+                    path if path.startswith("/") else "/" + path)
+                parameter = _opt_str(item.get("parameter"), source, f"{where}.parameter") or None
+                method = _opt_str(item.get("method"), source, f"{where}.method") or ""
+                info = _opt_str(item.get("info"), source, f"{where}.info") or ""
+                findings.append(Finding(
+                    rule_id=category, message=info or category, severity=severity,
+                    cwe=cwes_of.get(category, ()), location=location, parameter=parameter,
+                    fingerprint=fingerprint_of(f"{category} {method} {info}".strip(), location,
+                                               parameter)))
+    return Report(tool="Wapiti", tool_version=".".join(map(str, version)), format="wapiti-json",
+                  findings=tuple(findings))
+
+
 # --------------------------------------------------------------------------- any
 
 
@@ -824,7 +899,7 @@ def parse_report(data: bytes, *, format: str | None = None, source: str = "<repo
         return parse_sarif(data, source=source)
     if format == "junit":
         return parse_junit(data, source=source)
-    if format in ("json", "countersign-json", "zap-json"):
+    if format in ("json", "countersign-json", "zap-json", "wapiti-json"):
         return parse_json_report(data, source=source)
     if format is not None:
         raise _fail(source, f"unknown report format {format!r} (expected sarif, junit or json)")
