@@ -251,11 +251,14 @@ def fuzz_target(spec: TargetSpec, *, runs: int, max_time: int, expects: Sequence
                 message = f"an input used more than {rss_limit_mb} MB"
             else:
                 message = f"libFuzzer stopped with a {kind}"
+            # libFuzzer's own account (a timeout's stack) starts at its " === " banner
+            banner = log_text.find(" === ")
+            account = log_text[banner:] if banner >= 0 else log_text
             detail = "\n".join(part for part in (
                 f"{kind} after {executed} runs",
                 _describe_input(data),
                 f"kept as {kept}" if kept else "",
-                trace.rstrip() or log_text[-4000:].rstrip()) if part)
+                trace.rstrip() or account[-4000:].rstrip()) if part)
             return FuzzResult(spec.text, "failure", kind, message, detail, executed, seconds,
                               kept)
         if done.returncode == 0:
