@@ -1,27 +1,33 @@
 """The gate end to end through the CLI, on ``countersign serve`` and the real registry.
 
-Three stages, each with its own key in its own trust dir: static analysis is a
-real bandit run on a sample app, the dynamic scan a ZAP JSON report judged with
-the paper's false-positive table, the fuzz stage a JUnit report; then the gate
-allows; a failing static stage denies; the decision record re-checks offline.
+Three stages, each with its own key in its own trust dir, each running its real
+tool: bandit on a sample app (static), Wapiti scanning the sample web shop on
+loopback (dynamic), atheris fuzzing the sample record parser for a bounded
+number of inputs (fuzz); then the gate allows. The vulnerable shop fails the
+dynamic stage and a strict static stage fails, signing nothing; a revoked stage
+signature makes the gate deny; the decision record re-checks offline.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import stagetools
 from _countersign import COUNTERSIGN
 from images import write_layout
+from stagetools import SAMPLE, fuzz_command, wapiti_command, yaml_list
+
+sys.path.insert(0, str(SAMPLE))
+import webshop
 
 pytestmark = pytest.mark.interop
-DATA = Path(__file__).parents[1] / "assure" / "data"
 PASSPHRASES = {"COUNTERSIGN_ROOT_PASSPHRASE": "gate-root-pass",
                "COUNTERSIGN_TARGETS_PASSPHRASE": "gate-targets-pass",
                "COUNTERSIGN_DELEGATION_PASSPHRASE": "gate-delegation-pass"}
@@ -39,16 +45,12 @@ def _ok(result: subprocess.CompletedProcess[str]) -> str:
     return result.stdout
 
 
-def _policy(tmp: Path, server: Any, app: Path, *, strict: bool = False) -> Path:
-    copy = f"[{sys.executable!r}, '-c', 'import shutil,sys; shutil.copy(sys.argv[1], sys.argv[2])'"
-    shutil.copy(DATA / "zap.json", tmp / "zap.json")
-    rows = (DATA / "false-positives.table").read_text().splitlines()
-    # the fixture's expired row is for the expiry tests; this pipeline's table is current
-    (tmp / "fp.table").write_text("\n".join(r for r in rows if "2026-01-31" not in r) + "\n")
-    (tmp / "fuzz.xml").write_text('<testsuite name="fuzz" tests="500" failures="0" '
-                                  'errors="0"></testsuite>')
+def _policy(tmp: Path, server: Any, app: Path, shop: str, *, strict: bool = False,
+            name: str = "policy.yaml") -> Path:
     bandit = str(Path(sys.executable).parent / "bandit")
     level = "low" if strict else "high"
+    scan = yaml_list(wapiti_command(shop, tmp / f"wapiti-{name}"))
+    fuzz = yaml_list(fuzz_command("parse", runs=20_000))
     text = f"""version: 1
 trust: {{server: {server.url}, tls_ca: {server.ca_path}}}
 stages:
@@ -62,27 +64,37 @@ stages:
   - name: dynamic-tested
     role: targets/dynamic-tested
     key: dynamic-tested
-    check: {{command: {copy}, {str(tmp / 'zap.json')!r}, '{{report}}'], format: json}}
-    pass: {{max_severity: critical, false_positives: fp.table}}
+    check: {{command: {scan}, format: json, timeout: 5m}}
+    pass: {{max_severity: low}}
   - name: fuzz-tested
     role: targets/fuzz-tested
     key: fuzz-tested
-    check: {{command: {copy}, {str(tmp / 'fuzz.xml')!r}, '{{report}}'], format: junit}}
+    check: {{command: {fuzz}, format: junit, timeout: 5m}}
     pass: {{max_failures: 0}}
 deliver:
   require: [static-tested, dynamic-tested, fuzz-tested]
   min_distinct_signers: 3
   max_age: 7d
 """
-    path = tmp / ("strict.yaml" if strict else "policy.yaml")
+    path = tmp / name
     path.write_text(text)
     return path
 
 
+@pytest.fixture
+def shops() -> Iterator[dict[str, str]]:
+    """The sample web shop, vulnerable and fixed, on loopback: the running image to scan."""
+    with webshop.serve("fixed") as fixed, webshop.serve("vulnerable") as vulnerable:
+        yield {"fixed": fixed, "vulnerable": vulnerable}
+
+
 def test_the_gate_through_the_cli(countersign_server: Any, docker_registry: Any,
-                                  tmp_path: Path) -> None:
+                                  shops: dict[str, str], tmp_path: Path) -> None:
     if not (Path(sys.executable).parent / "bandit").exists():
         pytest.skip("bandit is not installed")
+    reason = stagetools.missing_reason()
+    if reason:
+        pytest.skip(reason)
     ref = f"{docker_registry.registry}/shop/app:1.0"
     gun = ref.rsplit(":", 1)[0]
     app = tmp_path / "app"
@@ -102,10 +114,20 @@ def test_the_gate_through_the_cli(countersign_server: Any, docker_registry: Any,
         _ok(_cs(owner, "trust", "signer", "add", name, gun, "--key",
                 str(tmp_path / f"{name}.pub"), *env_server))
         stage_dirs[name] = stage_dir
-    policy = _policy(tmp_path, countersign_server, app)
+    policy = _policy(tmp_path, countersign_server, app, shops["fixed"])
+    # the vulnerable shop fails the dynamic stage on what Wapiti found, and nothing is signed
+    vulnerable = _policy(tmp_path, countersign_server, app, shops["vulnerable"],
+                         name="vulnerable.yaml")
+    failed = _cs(stage_dirs["dynamic-tested"], "assure", ref, "--policy", str(vulnerable),
+                 "--stage", "dynamic-tested", "--registry-insecure")
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+    assert "FAILED, nothing signed" in failed.stdout
+    assert "SQL Injection" in failed.stdout and "Cross Site Scripting" in failed.stdout
     for name, stage_dir in stage_dirs.items():
-        _ok(_cs(stage_dir, "assure", ref, "--policy", str(policy), "--stage", name,
-                "--registry-insecure"))
+        out = _ok(_cs(stage_dir, "assure", ref, "--policy", str(policy), "--stage", name,
+                      "--registry-insecure", "--json"))
+        (result,) = json.loads(out)
+        assert result["passed"] and result["stage"] == name
     gate = _cs(tmp_path / "gate", "verify", ref, "--policy", str(policy), "--registry-insecure",
                "--json")
     assert gate.returncode == 0, gate.stdout + gate.stderr
@@ -115,7 +137,8 @@ def test_the_gate_through_the_cli(countersign_server: Any, docker_registry: Any,
     assert _cs(tmp_path / "gate", "verify", "--record", str(tmp_path / "record.json")
                ).returncode == 0
     # a static stage judged more strictly fails, signs nothing, and the gate's verdict holds
-    strict = _policy(tmp_path, countersign_server, app, strict=True)
+    strict = _policy(tmp_path, countersign_server, app, shops["fixed"], strict=True,
+                     name="strict.yaml")
     failed = _cs(stage_dirs["static-tested"], "assure", ref, "--policy", str(strict), "--stage",
                  "static-tested", "--registry-insecure")
     assert failed.returncode == 1 and "FAILED, nothing signed" in failed.stdout
