@@ -7,8 +7,13 @@ import sys
 from collections.abc import Sequence
 
 from countersign import __version__
-from countersign.cli import assure, images, key, metadata, serve, trust
+from countersign.cli import assure, images, key, metadata, sandbox, serve, trust, webhook
 from countersign.errors import CountersignError
+
+# httpx imports its own command line (rich, click and pygments: about 60 ms) whenever
+# they are installed; countersign never runs it, so that import is refused up front.
+if "httpx._main" not in sys.modules:
+    sys.modules["httpx._main"] = None  # type: ignore[assignment]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,6 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     trust.register(sub)
     images.register(sub)
     assure.register(sub)
+    sandbox.register(sub)
+    webhook.register(sub)
     return parser
 
 
