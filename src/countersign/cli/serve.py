@@ -7,7 +7,7 @@ import os
 import signal
 import socket
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from countersign.errors import CountersignError
 
@@ -88,38 +88,48 @@ def build_server(args: argparse.Namespace) -> TrustServer:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from countersign.server import logs
 
-    host, port = _listen(args.listen)
     if (args.tls_cert is None) != (args.tls_key is None):
         raise CountersignError("--tls-cert and --tls-key go together")
     for path in (args.tls_cert, args.tls_key):
         if path is not None and not path.is_file():
             raise CountersignError(f"{path}: no such file")
-    listener = _bind(host, port)
+    listener = bind(args.listen)
     logs.configure(args.log_level)
     app = build_server(args)
+    os.environ.pop("COUNTERSIGN_SIGNER_PASSPHRASE", None)  # not inherited by anything later
+    run_asgi(app, listener, tls_cert=args.tls_cert, tls_key=args.tls_key)
+    return 0
+
+
+def run_asgi(app: Any, listener: socket.socket, *, tls_cert: Path | None,
+             tls_key: Path | None) -> None:
+    """Serve ``app`` on ``listener`` until SIGTERM/SIGINT, then shut down gracefully.
+
+    The one serving loop of every countersign service (``serve``, ``webhook``).
+    """
+    import uvicorn
+
     config = uvicorn.Config(
         app, log_config=None, access_log=False, lifespan="on",
-        ssl_certfile=str(args.tls_cert) if args.tls_cert else None,
-        ssl_keyfile=str(args.tls_key) if args.tls_key else None,
+        ssl_certfile=str(tls_cert) if tls_cert else None,
+        ssl_keyfile=str(tls_key) if tls_key else None,
         timeout_graceful_shutdown=10, server_header=False, date_header=True,
         limit_concurrency=4096, timeout_keep_alive=30,
     )
     server = uvicorn.Server(config)
-    os.environ.pop("COUNTERSIGN_SIGNER_PASSPHRASE", None)  # not inherited by anything later
     # uvicorn shuts down gracefully on SIGTERM/SIGINT and then re-raises the signal to
     # the handlers it found: make those no-ops, so a clean shutdown exits with status 0
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: None)
     server.run(sockets=[listener])
-    return 0
 
 
-def _bind(host: str, port: int) -> socket.socket:
-    """Bind before anything else, so a taken port is a clear error and not a late exit."""
+def bind(listen: str) -> socket.socket:
+    """Bind ``HOST:PORT`` before anything else, so a taken port is a clear error and not
+    a late exit."""
+    host, port = _listen(listen)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     listener = socket.socket(family, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
