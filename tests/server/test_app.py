@@ -288,6 +288,7 @@ def test_one_reload_serves_many_readers(tmp_path: Any) -> None:
                       config=ServerConfig(cache_ttl=60.0))
     repo = Repo(app)
     assert repo.publish(ROOT, TARGETS)[0] == 200
+    app._forget(GUN)  # the publish left its own view cached: start cold
     calls = 0
     original = app.processor.fresh_view
 
@@ -306,9 +307,51 @@ def test_one_reload_serves_many_readers(tmp_path: Any) -> None:
 
     assert asyncio.run(many()) == [200] * 50
     assert calls == 1
-    # a write drops the view: the next read sees it at once
+    # a write replaces the view: the next read sees it at once, without a reload
     repo.add_target("v9", b"new")
     assert repo.publish(TARGETS)[0] == 200
     status, body = _get(app, "targets.json")
     assert status == 200 and body == repo.targets.to_bytes()
+    assert calls == 1
+    # and what it serves is what a reload from the database gives
+    assert app.processor.fresh_view(GUN) == app._views[GUN].view
     storage.close()
+
+
+def test_instances_sharing_a_database_never_build_on_a_stale_view(tmp_path: Any) -> None:
+    """Each instance serves its own writes from memory; an update that another
+    instance (or a deletion) overtook is re-validated on what is stored, never
+    stored on top of what this instance remembered."""
+    from countersign.server.app import ServerConfig
+    from countersign.server.signer import DatabaseKeyService
+    from countersign.server.storage import Storage
+
+    def instance() -> tuple[TrustServer, Storage]:
+        storage = Storage(f"sqlite:///{tmp_path / 's.db'}")
+        return TrustServer(storage, DatabaseKeyService(storage, "test-signer-passphrase"),
+                           config=ServerConfig(cache_ttl=60.0)), storage
+
+    (one, s1), (two, s2) = instance(), instance()
+    repo = Repo(one)
+    assert repo.publish(ROOT, TARGETS)[0] == 200
+    repo.app = two  # the next update reaches the other instance, which caches its result
+    repo.add_target("a", b"a")
+    assert repo.publish(TARGETS)[0] == 200
+    repo.app = one  # this one still holds the view of its own first publish
+    repo.add_target("b", b"b")
+    assert repo.publish(TARGETS)[0] == 200
+    served = repo.served()
+    assert served[TARGETS] == repo.targets.to_bytes()
+    timestamp = Metadata.from_bytes(served[TIMESTAMP], role=TIMESTAMP)
+    assert timestamp.signed.version == 3  # one timestamp per update, none lost or doubled
+    verify_repository(served, repo.gun)
+    # a deletion through one instance: the other refuses to build on what it remembered
+    status, _, _ = call(two, "DELETE", f"/v2/{repo.gun}/_trust/tuf/")
+    assert status == 200
+    repo.add_target("c", b"c")
+    status, answer = repo.publish(TARGETS)
+    assert status == 400 and "no pre-existing root" in json.dumps(answer)
+    assert _get(one, "targets.json")[0] in (200, 404)  # at most its cached copy, for cache_ttl
+    assert s1.latest(repo.gun, TARGETS) is None
+    s1.close()
+    s2.close()

@@ -159,6 +159,27 @@ def test_version_not_newer_than_stored_conflicts(storage: Storage, version: int)
     assert storage.latest(GUN, "targets").version == 4
 
 
+def test_conditional_write_needs_the_expected_timestamp(storage: Storage) -> None:
+    """An update built on a cached view lands only if the GUN has not moved since."""
+    first = storage.write(GUN, [NewFile("root", 1, b"root 1"), NewFile("timestamp", 1, b"ts 1")],
+                          after_timestamp=None)
+    assert [(f.role, f.version) for f in first] == [("root", 1), ("timestamp", 1)]
+    assert first[0].sha256 == hashlib.sha256(b"root 1").hexdigest()
+    with pytest.raises(VersionConflict):  # a second "first publish"
+        storage.write(GUN, [NewFile("targets", 1, b"t 1"), NewFile("timestamp", 9, b"ts 9")],
+                      after_timestamp=None)
+    with pytest.raises(VersionConflict):  # built on a view older than the stored one
+        storage.write(GUN, [NewFile("targets", 1, b"t 1"), NewFile("timestamp", 9, b"ts 9")],
+                      after_timestamp=0)
+    storage.write(GUN, [NewFile("targets", 1, b"t 1"), NewFile("timestamp", 2, b"ts 2")],
+                  after_timestamp=1)
+    assert storage.delete(GUN)
+    with pytest.raises(VersionConflict):  # deleted meanwhile: nothing lands
+        storage.write(GUN, [NewFile("targets", 2, b"t 2"), NewFile("timestamp", 3, b"ts 3")],
+                      after_timestamp=2)
+    assert storage.latest(GUN, "targets") is None and storage.latest(GUN, "timestamp") is None
+
+
 # --- concurrent writers ---------------------------------------------------------------
 
 THREADS = 16

@@ -26,11 +26,18 @@ from countersign.server import auth, multipart
 from countersign.server.apierrors import APIError, ValidationFailure
 from countersign.server.metrics import Metrics
 from countersign.server.signer import SERVER_ROLES, KeyService
-from countersign.server.storage import Storage, StorageError, StoredFile, VersionConflict
+from countersign.server.storage import (
+    UNSET,
+    Storage,
+    StorageError,
+    StoredFile,
+    VersionConflict,
+)
 from countersign.server.updates import (
     CurrentView,
     UpdateProcessor,
     Upload,
+    advance_view,
     parse_upload,
     parsed,
 )
@@ -374,13 +381,19 @@ class TrustServer:
             uploads.append(parse_upload(role, part.data))
         lock = self._gun_locks.setdefault(gun, asyncio.Lock())
         async with lock:
+            cached = self._views.get(gun)
+            held = cached.view if cached is not None and cached.until > time.monotonic() \
+                else UNSET
             try:
-                files = await asyncio.to_thread(self.processor.process, gun, uploads)
-                await asyncio.to_thread(self.storage.write, gun, files)
+                previous, files = await asyncio.to_thread(
+                    self.processor.apply, gun, uploads, held)
             except VersionConflict:
                 raise APIError("VERSION", {}) from None
             finally:
                 self._forget(gun)
+            view = advance_view(previous, files)
+            if view is not None:  # what this instance just wrote is current: serve it
+                self._views[gun] = _CachedView(view, time.monotonic() + self.config.cache_ttl)
         for new in files:
             if new.role == "timestamp":
                 log.info("update", extra={"gun": gun, "timestamp_version": new.version})

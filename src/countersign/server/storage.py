@@ -18,7 +18,16 @@ from pathlib import Path
 from typing import Any
 
 from alembic.util import CommandError
-from sqlalchemy import Connection, Engine, create_engine, delete, event, func, select
+from sqlalchemy import (
+    Connection,
+    Engine,
+    bindparam,
+    create_engine,
+    delete,
+    event,
+    func,
+    select,
+)
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 
@@ -38,6 +47,13 @@ class VersionConflict(Exception):
         super().__init__(f"{role} version {version} is not newer than the stored one")
         self.role = role
         self.version = version
+
+
+class Unset:
+    """The type of :data:`UNSET`: no condition on the stored timestamp."""
+
+
+UNSET = Unset()
 
 
 @dataclass(frozen=True)
@@ -98,6 +114,25 @@ def _lock_key(namespace: str, name: str) -> int:
     """A signed 64-bit PostgreSQL advisory-lock key for ``name``."""
     digest = hashlib.sha256(f"countersign:{namespace}:{name}".encode()).digest()
     return int.from_bytes(digest[:8], "big", signed=True)
+
+
+# Statements built once: building SQLAlchemy expressions costs more than running
+# them on SQLite, and these run on every update and every view reload.
+_LATEST = (select(tuf_files).where(tuf_files.c.gun == bindparam("gun"),
+                                   tuf_files.c.role == bindparam("role"))
+           .order_by(tuf_files.c.version.desc()).limit(1))
+_BY_CHECKSUM = select(tuf_files).where(tuf_files.c.gun == bindparam("gun"),
+                                       tuf_files.c.role == bindparam("role"),
+                                       tuf_files.c.sha256 == bindparam("sha256")).limit(1)
+_BY_VERSION = select(tuf_files).where(tuf_files.c.gun == bindparam("gun"),
+                                      tuf_files.c.role == bindparam("role"),
+                                      tuf_files.c.version == bindparam("version"))
+_HIGHEST = (select(tuf_files.c.role, func.max(tuf_files.c.version))
+            .where(tuf_files.c.gun == bindparam("gun"),
+                   tuf_files.c.role.in_(bindparam("roles", expanding=True)))
+            .group_by(tuf_files.c.role))
+_INSERT_FILE = tuf_files.insert()
+_INSERT_CHANGE = changefeed.insert()
 
 
 def database_url(url: str, data_dir: Path | None = None) -> str:
@@ -203,56 +238,73 @@ class Storage:
 
     def latest(self, gun: str, role: str) -> StoredFile | None:
         """The highest stored version of ``role``."""
-        query = (select(tuf_files).where(tuf_files.c.gun == gun, tuf_files.c.role == role)
-                 .order_by(tuf_files.c.version.desc()).limit(1))
         with self._read() as conn:
-            row = conn.execute(query).first()
+            row = conn.execute(_LATEST, {"gun": gun, "role": role}).first()
         return self._file(row) if row else None
 
     def by_checksum(self, gun: str, role: str, sha256: str) -> StoredFile | None:
-        query = select(tuf_files).where(tuf_files.c.gun == gun, tuf_files.c.role == role,
-                                        tuf_files.c.sha256 == sha256).limit(1)
         with self._read() as conn:
-            row = conn.execute(query).first()
+            row = conn.execute(_BY_CHECKSUM, {"gun": gun, "role": role,
+                                              "sha256": sha256}).first()
         return self._file(row) if row else None
+
+    def by_checksums(self, gun: str, wanted: Sequence[tuple[str, str]]
+                     ) -> dict[str, StoredFile]:
+        """Several ``(role, sha256)`` lookups on one connection, by role."""
+        found: dict[str, StoredFile] = {}
+        with self._read() as conn:
+            for role, sha256 in wanted:
+                row = conn.execute(_BY_CHECKSUM, {"gun": gun, "role": role,
+                                                  "sha256": sha256}).first()
+                if row is not None:
+                    found[role] = self._file(row)
+        return found
 
     def by_version(self, gun: str, role: str, version: int) -> StoredFile | None:
-        query = select(tuf_files).where(tuf_files.c.gun == gun, tuf_files.c.role == role,
-                                        tuf_files.c.version == version)
         with self._read() as conn:
-            row = conn.execute(query).first()
+            row = conn.execute(_BY_VERSION, {"gun": gun, "role": role,
+                                             "version": version}).first()
         return self._file(row) if row else None
 
-    def write(self, gun: str, files: Sequence[NewFile]) -> None:
+    def write(self, gun: str, files: Sequence[NewFile], *,
+              after_timestamp: int | Unset | None = UNSET) -> list[StoredFile]:
         """Store ``files`` in one transaction, each newer than every stored version.
 
-        A change-feed record is written for the timestamp, as notary does.
+        ``after_timestamp`` makes the write conditional: it happens only if the
+        newest stored timestamp still has that version (None: no timestamp at
+        all), so an update prepared from a cached view cannot land on a GUN that
+        changed or was deleted meanwhile. A change-feed record is written for the
+        timestamp, as notary does. Returns the stored files.
         """
         now = _now()
-        current: NewFile | None = None
+        stored = [StoredFile(gun, new.role, new.version, new.data,
+                             hashlib.sha256(new.data).hexdigest(), now, now) for new in files]
+        roles = sorted({new.role for new in files}
+                       | (set() if isinstance(after_timestamp, Unset) else {"timestamp"}))
         try:
             with self._write(gun) as conn:
+                highest = dict(conn.execute(_HIGHEST, {"gun": gun, "roles": roles}).all())
+                if not isinstance(after_timestamp, Unset) and \
+                        highest.get("timestamp") != after_timestamp:
+                    raise VersionConflict("timestamp", highest.get("timestamp") or 0)
                 for new in files:
-                    current = new
-                    highest = conn.execute(
-                        select(func.max(tuf_files.c.version)).where(
-                            tuf_files.c.gun == gun, tuf_files.c.role == new.role)
-                    ).scalar()
-                    if highest is not None and highest >= new.version:
+                    top = highest.get(new.role)
+                    if top is not None and top >= new.version:
                         raise VersionConflict(new.role, new.version)
-                    digest = hashlib.sha256(new.data).hexdigest()
-                    conn.execute(tuf_files.insert().values(
-                        created_at=now, updated_at=now, gun=gun, role=new.role,
-                        version=new.version, sha256=digest, data=new.data))
-                    if new.role == "timestamp":
-                        conn.execute(changefeed.insert().values(
-                            created_at=now, gun=gun, version=new.version, sha256=digest,
-                            category="update"))
+                if stored:
+                    conn.execute(_INSERT_FILE, [
+                        {"created_at": now, "updated_at": now, "gun": gun, "role": f.role,
+                         "version": f.version, "sha256": f.sha256, "data": f.data}
+                        for f in stored])
+                changes = [{"created_at": now, "gun": gun, "version": f.version,
+                            "sha256": f.sha256, "category": "update"}
+                           for f in stored if f.role == "timestamp"]
+                if changes:
+                    conn.execute(_INSERT_CHANGE, changes)
         except IntegrityError:
-            # a concurrent writer took this version first (not expected with the GUN lock)
-            if current is None:
-                raise StorageError("database refused the update") from None
-            raise VersionConflict(current.role, current.version) from None
+            # a concurrent writer took a version first (not expected with the GUN lock)
+            raise VersionConflict(files[0].role if files else "", 0) from None
+        return stored
 
     def delete(self, gun: str) -> int:
         """Remove every file of ``gun``; a deletion record only when something was removed."""
@@ -342,5 +394,5 @@ def _sqlite_pragmas(engine: Engine) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
-__all__ = ["Change", "KeyRecord", "NewFile", "Storage", "StorageError", "StoredFile",
-           "VersionConflict", "database_url", "metadata"]
+__all__ = ["UNSET", "Change", "KeyRecord", "NewFile", "Storage", "StorageError", "StoredFile",
+           "Unset", "VersionConflict", "database_url", "metadata"]

@@ -30,7 +30,14 @@ from countersign.server.apierrors import (
     invalid,
 )
 from countersign.server.signer import KeyService
-from countersign.server.storage import NewFile, Storage, StoredFile, VersionConflict
+from countersign.server.storage import (
+    UNSET,
+    NewFile,
+    Storage,
+    StoredFile,
+    Unset,
+    VersionConflict,
+)
 from countersign.tuf import (
     DEFAULT_EXPIRY,
     ROOT,
@@ -137,17 +144,39 @@ def load_current(storage: Storage, gun: str) -> CurrentView | None:
     except CountersignError:
         return CurrentView(timestamp, None, {})
     snapshot = storage.by_checksum(gun, SNAPSHOT, snap_hash.hex()) if snap_hash else None
+    if snapshot is None:
+        return CurrentView(timestamp, None, {})
+    try:
+        snap = parsed(snapshot.data, SNAPSHOT)
+    except CountersignError:
+        return CurrentView(timestamp, snapshot, {})
+    wanted = [(role, digest.hex()) for role, meta in snap.signed.meta.items()
+              if (digest := meta.hashes.get("sha256")) is not None]
+    return CurrentView(timestamp, snapshot, storage.by_checksums(gun, wanted))
+
+
+def advance_view(previous: CurrentView | None, stored: Sequence[StoredFile]
+                 ) -> CurrentView | None:
+    """The view after ``stored`` was written on top of ``previous``, without reading back.
+
+    None when the new snapshot names a file that neither holds (the caller then
+    reloads from the database).
+    """
+    new = {f.role: f for f in stored}
+    timestamp, snapshot = new.get(TIMESTAMP), new.get(SNAPSHOT)
+    if timestamp is None or snapshot is None:
+        return None
+    try:
+        snap = parsed(snapshot.data, SNAPSHOT)
+    except CountersignError:
+        return None
     files: dict[str, StoredFile] = {}
-    if snapshot is not None:
-        try:
-            snap = parsed(snapshot.data, SNAPSHOT)
-        except CountersignError:
-            return CurrentView(timestamp, snapshot, {})
-        for role, meta in snap.signed.meta.items():
-            digest = meta.hashes.get("sha256")
-            stored = storage.by_checksum(gun, role, digest.hex()) if digest else None
-            if stored is not None:
-                files[role] = stored
+    for role, meta in snap.signed.meta.items():
+        digest = meta.hashes.get("sha256")
+        candidate = new.get(role) or (previous.files.get(role) if previous else None)
+        if digest is None or candidate is None or candidate.sha256 != digest.hex():
+            return None
+        files[role] = candidate
     return CurrentView(timestamp, snapshot, files)
 
 
@@ -169,11 +198,19 @@ class UpdateProcessor:
 
     # --- the update -----------------------------------------------------------------
     def process(self, gun: str, uploads: Sequence[Upload], *,
-                now: _dt.datetime | None = None) -> list[NewFile]:
+                now: _dt.datetime | None = None,
+                current: CurrentView | Unset | None = UNSET) -> list[NewFile]:
+        """The files to store for ``uploads``, validated against ``current``.
+
+        ``current`` is the GUN's current view if the caller holds it (read from
+        the database otherwise); the caller then writes conditionally on its
+        timestamp version, so a stale view fails the write instead of storing.
+        """
         when = now or _dt.datetime.now(_dt.UTC)
         go_now = GoTime.from_datetime(when)
         by_role = {u.role: u for u in uploads if u.role != TIMESTAMP}
-        current = load_current(self.storage, gun)
+        if isinstance(current, Unset):
+            current = load_current(self.storage, gun)
 
         def stored(role: str) -> Metadata[Any] | None:
             file = current.get(role) if current else None
@@ -333,6 +370,27 @@ class UpdateProcessor:
             raise bad_root("no timestamp keys exist on the server")
         return signed
 
+    def apply(self, gun: str, uploads: Sequence[Upload], held: CurrentView | Unset | None
+              ) -> tuple[CurrentView | None, list[StoredFile]]:
+        """Validate and store an update: on ``held`` first, on a fresh read if it was stale.
+
+        The write is conditional on the timestamp version the update was built on,
+        so concurrent writers (other instances, a deletion) never interleave; a
+        genuine conflict still surfaces as :class:`VersionConflict`.
+        """
+        while True:
+            current = load_current(self.storage, gun) if isinstance(held, Unset) else held
+            files = self.process(gun, uploads, current=current)
+            try:
+                stored = self.storage.write(
+                    gun, files, after_timestamp=current.timestamp.version if current else None)
+            except VersionConflict:
+                if isinstance(held, Unset):
+                    raise
+                held = UNSET
+                continue
+            return current, stored
+
     # --- freshness on GET ----------------------------------------------------------
     def fresh_view(self, gun: str, *, now: _dt.datetime | None = None) -> CurrentView | None:
         """The current view, re-signing an expired server snapshot or timestamp first."""
@@ -344,7 +402,7 @@ class UpdateProcessor:
             if not updates:
                 return view
             try:
-                self.storage.write(gun, updates)
+                self.storage.write(gun, updates, after_timestamp=view.timestamp.version)
             except VersionConflict:
                 continue  # another instance refreshed first: read what it wrote
         return load_current(self.storage, gun)
@@ -382,6 +440,7 @@ __all__ = [
     "CurrentView",
     "UpdateProcessor",
     "Upload",
+    "advance_view",
     "is_role_name",
     "load_current",
     "parse_upload",
