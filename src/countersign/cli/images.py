@@ -55,6 +55,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     pull.add_argument("--no-verify", action="store_true",
                       help="believe the registry's tag (blobs are still checked)")
     pull.add_argument("--platform", default=None, help="os/arch[/variant] (default linux/amd64)")
+    pull.add_argument("--no-fsync", action="store_true",
+                      help="do not wait for the layout to reach the disk (for a cache that can "
+                      "be thrown away; by default it is on disk when pull returns)")
     pull.add_argument("--json", action="store_true")
     _registry_options(pull)
     _trust_options(pull)
@@ -143,7 +146,8 @@ def _pull(args: argparse.Namespace) -> int:
         raise CountersignError(f"--to {args.to!r}: pull writes an OCI layout, oci:DIR[:TAG]")
     updater = None if args.no_verify else _trust(args, ref.gun, ref.registry).updater
     pulled = pull(ref, registry_client(args, ref.registry), dest.path, updater=updater,
-                  dest_tag=dest.tag, platform=args.platform, progress=terminal_progress())
+                  dest_tag=dest.tag, platform=args.platform, progress=terminal_progress(),
+                  durable=not args.no_fsync)
     record = {"reference": str(ref), "digest": pulled.digest, "size": pulled.size,
               "verified": updater is not None, "signed_by": pulled.signed_by,
               "destination": str(dest.path)}

@@ -10,10 +10,15 @@ What it guarantees:
   the body is read); every request has ``timeout`` seconds per socket
   operation; tag and referrers pagination stops after :data:`MAX_PAGES`.
 * **Blobs are verified while streamed.** :meth:`RegistryClient.stream_blob`
-  hashes as it reads, refuses a body longer than the expected size, and holds
-  the last chunk back until the sha256 and the size have been checked, so a
-  corrupt blob never reaches the caller complete: the iterator raises
-  :class:`DigestMismatchError` (naming the digest) instead of ending.
+  and :meth:`RegistryClient.fetch_blob` hash as they read, refuse a body longer
+  than the expected size (never asking the socket for more than one byte past
+  it), and hold the last piece back until the sha256 and the size have been
+  checked, so a corrupt blob never reaches the caller complete: they raise
+  :class:`DigestMismatchError` (naming the digest) instead. Blob bodies from a
+  real registry are read by :class:`~countersign.registry.blobhttp.BlobTransport`
+  straight into reused buffers; :meth:`~RegistryClient.fetch_blob` hashes and
+  hands them on in a second thread, so the network, the hash and the caller's
+  writes overlap.
 * **Manifests are returned exactly as served** (:class:`RawManifest`): the
   caller verifies them against the digest it trusts (:meth:`RawManifest.verify`).
 * **Pushes are checked too**: a blob's content is hashed while it is sent and
@@ -47,6 +52,7 @@ import functools
 import hashlib
 import http.cookiejar
 import os
+import queue
 import re
 import ssl
 import threading
@@ -74,6 +80,7 @@ from countersign.client.http import (
     strict_json,
 )
 from countersign.errors import AuthenticationError, CountersignError
+from countersign.registry.blobhttp import READINTO, BlobTransport
 from countersign.registry.oci import (
     ALL_MANIFEST_MEDIA_TYPES,
     MAX_MANIFEST_SIZE,
@@ -94,6 +101,7 @@ from countersign.registry.oci import (
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
+    "PIECE_SIZE",
     "BlobUnknownError",
     "DigestMismatchError",
     "InvalidReferenceError",
@@ -113,6 +121,13 @@ __all__ = [
 
 #: Size of the chunks :meth:`RegistryClient.stream_blob` yields and chunked uploads send.
 DEFAULT_CHUNK_SIZE: Final = 1024 * 1024
+#: Size of the pieces :meth:`RegistryClient.fetch_blob` reads and hands on. Larger
+#: pieces gain nothing (the reads are done in C), and on VMs that report free
+#: pages to the host, writes of 1 MiB into new page-cache pages are several times
+#: slower than writes of 512 KiB (BENCHMARKS.md, the pull section).
+PIECE_SIZE: Final = 512 * 1024
+#: Pieces in flight between the network and the caller's ``write`` (one is held back).
+PIECE_DEPTH: Final = 8
 #: Default timeout of each socket operation, in seconds.
 DEFAULT_TIMEOUT: Final = 30.0
 #: Longest a manifest, page, token or error body may take to arrive, in seconds
@@ -307,6 +322,166 @@ def _rechunk(chunks: Iterable[bytes], size: int) -> Iterator[bytes]:
         yield bytes(buffer)
 
 
+ReadInto = Callable[[memoryview], int]
+
+
+def _reader(response: httpx.Response) -> ReadInto:
+    """``readinto`` for a streamed body: the socket's own with :class:`BlobTransport`,
+    else one over ``iter_bytes`` (a test transport). It fills the buffer unless the
+    body ends, and returns 0 at the end."""
+    direct = response.extensions.get(READINTO)
+    if direct is not None:
+        return direct  # type: ignore[no-any-return]
+    pieces = response.iter_bytes()
+    leftover = memoryview(b"")
+
+    def readinto(view: memoryview) -> int:
+        nonlocal leftover
+        filled = 0
+        while filled < len(view):
+            if not leftover:
+                piece = next(pieces, None)
+                if piece is None:
+                    break
+                leftover = memoryview(piece)
+                continue
+            count = min(len(leftover), len(view) - filled)
+            view[filled:filled + count] = leftover[:count]
+            leftover = leftover[count:]
+            filled += count
+        return filled
+
+    return readinto
+
+
+class _BlobCheck:
+    """The bounds and the digest of one blob body, checked as it is read."""
+
+    def __init__(self, source: str, repo: str, digest: Digest, expected_size: int | None,
+                 max_size: int | None, what: str) -> None:
+        self.source, self.repo, self.digest, self.what = source, repo, digest, what
+        self.expected_size = expected_size
+        self.limit = expected_size if expected_size is not None else max_size
+        self.received = 0
+
+    def room(self, size: int) -> int:
+        """How much to ask of the socket next: never more than one byte past the limit."""
+        if self.limit is None:
+            return size
+        return min(size, self.limit - self.received + 1)
+
+    def read(self, readinto: ReadInto, view: memoryview) -> int:
+        """One read into ``view``, counted and bounded; 0 at the end of the body."""
+        try:
+            count = readinto(view)
+        except httpx.TransportError as exc:
+            raise RegistryUnavailableError(
+                f"{self.what}: the body was cut short after {self.received} bytes: "
+                f"{os_reason(exc)}", repository=self.repo, reference=self.digest,
+                advice="try again") from None
+        self.received += count
+        if self.expected_size is not None and self.received > self.expected_size:
+            raise DigestMismatchError(
+                f"{self.source} is longer than the {self.expected_size} bytes expected",
+                repository=self.repo, reference=self.digest,
+                advice="the registry's copy is corrupt or tampered with; do not use it")
+        if self.limit is not None and self.received > self.limit:
+            raise RegistryLimitError(
+                f"{self.source} is longer than the {self.limit} bytes allowed",
+                repository=self.repo, reference=self.digest)
+        return count
+
+    def complete(self) -> None:
+        """At the end of the body: it has the expected size."""
+        if self.expected_size is not None and self.received != self.expected_size:
+            raise DigestMismatchError(
+                f"{self.source} has {self.received} bytes, not the {self.expected_size} "
+                "expected", repository=self.repo, reference=self.digest,
+                advice="the registry's copy is corrupt or truncated; do not use it")
+
+    def verify(self, hexdigest: str) -> None:
+        """The sha256 of everything read is the digest."""
+        actual = "sha256:" + hexdigest
+        if actual != self.digest:
+            raise DigestMismatchError(
+                f"{self.source} does not match its digest: the registry sent "
+                f"{self.received} bytes with digest {actual}", repository=self.repo,
+                reference=self.digest,
+                advice="the registry's copy is corrupt or tampered with; do not use it")
+
+
+_END: Final = object()
+_ABORT: Final = object()
+
+
+def _pump(readinto: ReadInto, write: Callable[[memoryview], object], check: _BlobCheck,
+          piece_size: int, depth: int) -> None:
+    """Read pieces on this thread; hash and ``write`` them, in order, on a second one.
+
+    The last piece is written only after :meth:`_BlobCheck.verify` passed. A failure
+    on either side stops both: the reader stops reading, the writer stops writing
+    (it keeps handing buffers back, so the reader never waits on it forever).
+    """
+    free: queue.SimpleQueue[memoryview] = queue.SimpleQueue()
+    for _ in range(max(depth, 3)):
+        free.put(memoryview(bytearray(piece_size)))
+    full: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    failure: list[BaseException] = []
+
+    def work() -> None:
+        hasher = hashlib.sha256()
+        held: tuple[memoryview, memoryview] | None = None
+        failed = False
+        while True:
+            item = full.get()
+            if item is _ABORT:
+                return
+            if item is _END:
+                if not failed:
+                    try:
+                        check.verify(hasher.hexdigest())
+                        if held is not None:
+                            write(held[1])
+                    except BaseException as exc:  # handed to the reader's thread
+                        failure.append(exc)
+                return
+            buffer, piece = item
+            if failed:
+                free.put(buffer)
+                continue
+            try:
+                hasher.update(piece)
+                if held is not None:
+                    write(held[1])
+                    free.put(held[0])
+                held = (buffer, piece)
+            except BaseException as exc:  # handed to the reader's thread
+                failure.append(exc)
+                failed = True
+                free.put(buffer)
+
+    worker = threading.Thread(target=work, name="countersign-blob-writer", daemon=True)
+    worker.start()
+    ended = False
+    try:
+        while not failure:
+            buffer = free.get()
+            count = check.read(readinto, buffer[:check.room(piece_size)])
+            if not count:
+                free.put(buffer)
+                check.complete()
+                full.put(_END)
+                ended = True
+                break
+            full.put((buffer, buffer[:count]))
+    finally:
+        if not ended:
+            full.put(_ABORT)
+        worker.join()
+    if failure:
+        raise failure[0]
+
+
 def _accept(accept: str | Sequence[str]) -> str:
     """An ``Accept`` header of media types (a single type may be given as a string)."""
     types = (accept,) if isinstance(accept, str) else tuple(accept)
@@ -348,6 +523,51 @@ def _parse_registry(registry: str) -> str:
             "127.0.0.1:5000",
         )
     return text.lower()
+
+
+def _registry_tls(ca_file: str | os.PathLike[str] | None) -> ssl.SSLContext:
+    try:
+        return ssl_context(ca_file)
+    except CountersignError as exc:
+        raise RegistryError(exc.message, advice=exc.advice) from None
+
+
+def _once(context: ssl.SSLContext) -> ssl.SSLContext:
+    return context
+
+
+def _https_transport(context: ssl.SSLContext) -> httpx.HTTPTransport:
+    return httpx.HTTPTransport(verify=context, trust_env=False, retries=0)
+
+
+class _SchemeTransport(httpx.BaseTransport):
+    """Plain HTTP now, HTTPS (with a context built on first use) only when asked for.
+
+    The plain transport's own context trusts nothing, so it can never complete a
+    TLS handshake should a request for HTTPS ever reach it.
+    """
+
+    def __init__(self, tls: Callable[[], ssl.SSLContext]) -> None:
+        self._tls = tls
+        self._plain = httpx.HTTPTransport(verify=ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT),
+                                          trust_env=False, retries=0)
+        self._secure: httpx.HTTPTransport | None = None
+        self._lock = threading.Lock()
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.scheme != "https":
+            return self._plain.handle_request(request)
+        with self._lock:
+            if self._secure is None:
+                self._secure = _https_transport(self._tls())
+            secure = self._secure
+        return secure.handle_request(request)
+
+    def close(self) -> None:
+        self._plain.close()
+        with self._lock:
+            if self._secure is not None:
+                self._secure.close()
 
 
 # --------------------------------------------------------------------------- the client
@@ -410,13 +630,24 @@ class RegistryClient:
         self.deadline = float(deadline)
         self.retries = int(retries)
         self.backoff = float(backoff)
+        self._blob_client: httpx.Client | None = None
         if transport is None:
-            try:
-                context = ssl_context(ca_file)
-            except CountersignError as exc:
-                raise RegistryError(exc.message, advice=exc.advice) from None
-            transport = httpx.HTTPTransport(verify=context, trust_env=False, retries=0)
-        self._client = httpx.Client(
+            tls = functools.partial(_registry_tls, ca_file)
+            # Plain HTTP (a loopback registry) only needs TLS if it redirects to HTTPS:
+            # loading the CA store is left until then.
+            transport = _SchemeTransport(tls) if insecure else _https_transport(tls())
+            self._blob_client = self._http_client(
+                BlobTransport(tls if insecure else functools.partial(_once, tls()),
+                              self.timeout), user_agent)
+        self._client = self._http_client(transport, user_agent)
+        self._lock = threading.Lock()
+        self._bearer: BearerChallenge | None = None
+        self._basic = False
+        self._tokens: dict[tuple[str, str, tuple[str, ...]], _Token] = {}
+        self._sleep = sleep
+
+    def _http_client(self, transport: httpx.BaseTransport, user_agent: str) -> httpx.Client:
+        return httpx.Client(
             transport=transport,
             follow_redirects=False,
             trust_env=False,
@@ -426,11 +657,6 @@ class RegistryClient:
                 policy=http.cookiejar.DefaultCookiePolicy(allowed_domains=[])
             ),
         )
-        self._lock = threading.Lock()
-        self._bearer: BearerChallenge | None = None
-        self._basic = False
-        self._tokens: dict[tuple[str, str, tuple[str, ...]], _Token] = {}
-        self._sleep = sleep
 
     def __repr__(self) -> str:
         return f"RegistryClient({self.registry!r})"
@@ -440,6 +666,8 @@ class RegistryClient:
     def close(self) -> None:
         """Close every connection and forget every token."""
         self._client.close()
+        if self._blob_client is not None:
+            self._blob_client.close()
         with self._lock:
             self._tokens.clear()
 
@@ -627,17 +855,43 @@ class RegistryClient:
         :class:`DigestMismatchError` before yielding the last chunk. A body
         longer than ``expected_size`` is refused as soon as it passes it;
         without ``expected_size``, one longer than ``max_size`` (if given) is a
-        :class:`RegistryLimitError`.
+        :class:`RegistryLimitError`. To write a large blob to a file,
+        :meth:`fetch_blob` is faster.
         """
-        repo, wanted = self._repository(repo), parse_digest(digest)
         if chunk_size < 1:
             raise ValueError("chunk_size must be positive")
+        with self._blob_body(repo, digest, expected_size, max_size) as (response, check):
+            yield self._verified(_reader(response), check, chunk_size)
+
+    def fetch_blob(self, repo: str, digest: str, write: Callable[[memoryview], object], *,
+                   expected_size: int | None = None, max_size: int | None = None) -> int:
+        """Blob ``digest`` handed to ``write`` piece by piece, verified; returns its size.
+
+        ``write`` is called from a second thread, in order, with a
+        :class:`memoryview` of at most :data:`PIECE_SIZE` bytes that is valid only
+        during the call (a file's ``write`` is right). It is never given the last
+        piece unless the content's sha256 is ``digest`` and its size is
+        ``expected_size`` (when given): a mismatch raises
+        :class:`DigestMismatchError` instead, so what was written is an
+        incomplete, unverified prefix the caller must discard (the layout writer
+        stages it). Bounds are those of :meth:`stream_blob`; an exception raised
+        by ``write`` stops the download and is raised here.
+        """
+        with self._blob_body(repo, digest, expected_size, max_size) as (response, check):
+            _pump(_reader(response), write, check, PIECE_SIZE, PIECE_DEPTH)
+            return check.received
+
+    @contextlib.contextmanager
+    def _blob_body(self, repo: str, digest: str, expected_size: int | None,
+                   max_size: int | None) -> Iterator[tuple[httpx.Response, _BlobCheck]]:
+        """The checked ``200`` answer to ``GET`` of a blob, and the checks for its body."""
+        repo, wanted = self._repository(repo), parse_digest(digest)
         if expected_size is not None and expected_size < 0:
             raise ValueError("expected_size must not be negative")
         what = f"pulling blob {wanted} from {self._name(repo)}"
         url = self._url(f"/v2/{repo}/blobs/{wanted}")
         with self._open("GET", url, what=what, scopes=(self._scope(repo),),
-                        follow=True) as response:
+                        follow=True, lean=True) as response:
             if response.status_code != 200:
                 raise self._error(response, what, repository=repo, reference=wanted,
                                   missing=BlobUnknownError)
@@ -653,8 +907,8 @@ class RegistryClient:
                 raise RegistryLimitError(
                     f"blob {wanted} from {self._name(repo)} is {announced} bytes, more than the "
                     f"{max_size} allowed", repository=repo, reference=wanted)
-            yield self._verified(response, repo, wanted, expected_size, max_size, chunk_size,
-                                 what)
+            source = f"blob {wanted} from {self._name(repo)}"
+            yield response, _BlobCheck(source, repo, wanted, expected_size, max_size, what)
 
     def get_blob(self, repo: str, digest: str, *, expected_size: int | None = None,
                  max_size: int = DEFAULT_MAX_BLOB) -> bytes:
@@ -779,57 +1033,24 @@ class RegistryClient:
 
     # -- blobs: verification and upload ---------------------------------------------
 
-    def _verified(self, response: httpx.Response, repo: str, digest: Digest,
-                  expected_size: int | None, max_size: int | None, chunk_size: int,
-                  what: str) -> Iterator[bytes]:
-        """The body in ``chunk_size`` pieces; bounds are checked on every network read,
-        and the last full piece is held back until the digest has been checked."""
+    @staticmethod
+    def _verified(readinto: ReadInto, check: _BlobCheck, chunk_size: int) -> Iterator[bytes]:
+        """The body in ``chunk_size`` pieces, each read straight into one buffer; bounds
+        are checked on every read, and the last piece is held back until the digest has
+        been checked."""
         hasher = hashlib.sha256()
-        received = 0
-        buffer = bytearray()
+        buffer = memoryview(bytearray(chunk_size))
         pending: bytes | None = None
-        pieces = response.iter_bytes()
-        source = f"blob {digest} from {self._name(repo)}"
-        while True:
-            try:
-                piece = next(pieces, None)
-            except httpx.TransportError as exc:
-                raise RegistryUnavailableError(
-                    f"{what}: the body was cut short after {received} bytes: {os_reason(exc)}",
-                    repository=repo, reference=digest, advice="try again") from None
-            if piece is None:
-                break
-            received += len(piece)
-            if expected_size is not None and received > expected_size:
-                raise DigestMismatchError(
-                    f"{source} is longer than the {expected_size} bytes expected",
-                    repository=repo, reference=digest,
-                    advice="the registry's copy is corrupt or tampered with; do not use it")
-            if expected_size is None and max_size is not None and received > max_size:
-                raise RegistryLimitError(f"{source} is longer than the {max_size} bytes allowed",
-                                         repository=repo, reference=digest)
+        while count := check.read(readinto, buffer[:check.room(chunk_size)]):
+            piece = bytes(buffer[:count])
             hasher.update(piece)
-            buffer += piece
-            while len(buffer) >= chunk_size:
-                if pending is not None:
-                    yield pending
-                pending = bytes(buffer[:chunk_size])
-                del buffer[:chunk_size]
-        if expected_size is not None and received != expected_size:
-            raise DigestMismatchError(
-                f"{source} has {received} bytes, not the {expected_size} expected",
-                repository=repo, reference=digest,
-                advice="the registry's copy is corrupt or truncated; do not use it")
-        actual = "sha256:" + hasher.hexdigest()
-        if actual != digest:
-            raise DigestMismatchError(
-                f"{source} does not match its digest: the registry sent {received} bytes "
-                f"with digest {actual}", repository=repo, reference=digest,
-                advice="the registry's copy is corrupt or tampered with; do not use it")
+            if pending is not None:
+                yield pending
+            pending = piece
+        check.complete()
+        check.verify(hasher.hexdigest())
         if pending is not None:
             yield pending
-        if buffer:
-            yield bytes(buffer)
 
     @staticmethod
     def _checked(chunks: Iterable[bytes], digest: Digest, size: int, repo: str,
@@ -1077,11 +1298,12 @@ class RegistryClient:
               headers: Mapping[str, str] | None = None,
               body: bytes | Callable[[], Iterable[bytes]] | None = None,
               authenticate: bool = True, retries: int | None = None,
-              follow: bool = False) -> Iterator[httpx.Response]:
-        """A streamed response (closed on exit), after retries, auth and redirects."""
+              follow: bool = False, lean: bool = False) -> Iterator[httpx.Response]:
+        """A streamed response (closed on exit), after retries, auth and redirects;
+        ``lean``: through :class:`BlobTransport` when the network is real."""
         response = self._send(method, url, what=what, scopes=scopes, headers=headers,
                               body=body, authenticate=authenticate, retries=retries,
-                              follow=follow)
+                              follow=follow, lean=lean)
         try:
             yield response
         finally:
@@ -1090,14 +1312,15 @@ class RegistryClient:
     def _send(self, method: str, url: httpx.URL, *, what: str, scopes: tuple[str, ...],
               headers: Mapping[str, str] | None,
               body: bytes | Callable[[], Iterable[bytes]] | None, authenticate: bool,
-              retries: int | None, follow: bool) -> httpx.Response:
+              retries: int | None, follow: bool, lean: bool = False) -> httpx.Response:
         hops = 0
         while True:
             same = self._same_origin(url)
             response = self._attempt(method, url, what=what, scopes=scopes if same else (),
                                      headers=headers, body=body,
                                      authenticate=authenticate and same,
-                                     retries=self.retries if retries is None else retries)
+                                     retries=self.retries if retries is None else retries,
+                                     lean=lean)
             if not follow or response.status_code not in _REDIRECTS:
                 return response
             location = response.headers.get("location", "")
@@ -1112,7 +1335,8 @@ class RegistryClient:
     def _attempt(self, method: str, url: httpx.URL, *, what: str, scopes: tuple[str, ...],
                  headers: Mapping[str, str] | None,
                  body: bytes | Callable[[], Iterable[bytes]] | None, authenticate: bool,
-                 retries: int) -> httpx.Response:
+                 retries: int, lean: bool = False) -> httpx.Response:
+        client = self._blob_client if lean and self._blob_client is not None else self._client
         attempt = 0
         answered_challenge = False
         while True:
@@ -1123,8 +1347,8 @@ class RegistryClient:
                     sent["authorization"] = authorization
             content = body() if callable(body) else body
             try:
-                request = self._client.build_request(method, url, headers=sent, content=content)
-                response = self._client.send(request, stream=True)
+                request = client.build_request(method, url, headers=sent, content=content)
+                response = client.send(request, stream=True)
             except httpx.TransportError as exc:
                 if attempt < retries:
                     self._sleep(self._backoff_delay(attempt, None))

@@ -4,21 +4,34 @@ A layout is ``oci-layout``, ``index.json`` and ``blobs/sha256/<hex>``. Reading
 streams blobs and hashes while reading; writing stages every blob in a sibling
 directory, verified, and only then moves the blobs in and replaces
 ``index.json`` atomically, so a failed pull leaves the destination as it was.
+
+Durability: a :class:`LayoutWriter` (``durable=True``, the default) has every
+staged blob fsynced before it is moved in, then the blob directories, then
+``index.json`` (written beside, fsynced, renamed over) and its directory, so
+once :meth:`LayoutWriter.commit` returns, a crash cannot leave an
+``index.json`` that names missing or partial blobs. Each blob is fsynced in a
+background thread as soon as it is written, while the next one downloads; only
+the last blob's flush is waited for at the commit. ``durable=False`` skips
+every fsync (a cache that can be thrown away); the index is still replaced
+atomically.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import io
 import json
 import os
+import queue
 import shutil
 import tempfile
+import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from countersign.errors import CountersignError
 from countersign.registry.oci import parse_digest
@@ -147,30 +160,96 @@ class OCILayout:
 
 
 class _HashingFile:
-    """A file being written whose bytes are hashed on the way, so nothing is read twice."""
+    """A file being written whose bytes are hashed on the way, so nothing is read twice.
 
-    def __init__(self, raw: BinaryIO, *, hashing: bool = True) -> None:
+    The file is unbuffered: each ``write`` goes straight to the kernel, from the
+    caller's buffer, without a copy.
+    """
+
+    def __init__(self, raw: io.FileIO, path: Path, *, hashing: bool = True) -> None:
         self._raw = raw
+        self._path = path
         self._hashing = hashing
         self.hasher = hashlib.sha256()
         self.size = 0
 
-    def write(self, data: bytes) -> int:
+    def write(self, data: bytes | bytearray | memoryview) -> int:
         if self._hashing:
             self.hasher.update(data)
-        self.size += len(data)
-        return self._raw.write(data)
+        view = memoryview(data).cast("B")
+        count = view.nbytes
+        try:
+            while view:
+                written = self._raw.write(view)
+                view = view[written or 0:]
+        except OSError as exc:
+            raise LayoutError(f"cannot write {self._path}: {exc.strerror or exc}",
+                              advice="check the free space and permissions there") from None
+        self.size += count
+        return count
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class _Syncer:
+    """fsyncs finished files on a background thread, in the order given."""
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[tuple[io.FileIO, Path] | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._error: tuple[Path, OSError] | None = None
+
+    def submit(self, handle: io.FileIO, path: Path) -> None:
+        """fsync and close ``handle`` (now owned here) in the background."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="countersign-fsync",
+                                            daemon=True)
+            self._thread.start()
+        self._queue.put((handle, path))
+
+    def _run(self) -> None:
+        while (item := self._queue.get()) is not None:
+            handle, path = item
+            try:
+                if self._error is None:
+                    os.fsync(handle.fileno())
+            except OSError as exc:
+                self._error = (path, exc)
+            finally:
+                handle.close()
+
+    def wait(self) -> None:
+        """Every submitted file is on disk (or the first failure is raised)."""
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
+            self._thread = None
+        if self._error is not None:
+            path, exc = self._error
+            raise LayoutError(f"cannot write {path} to disk: {exc.strerror or exc}",
+                              advice="check the disk and the free space there")
 
 
 class LayoutWriter:
-    """Stage blobs beside ``dest``; :meth:`commit` moves them in and tags the manifest."""
+    """Stage blobs beside ``dest``; :meth:`commit` moves them in and tags the manifest.
 
-    def __init__(self, dest: Path) -> None:
+    ``durable``: fsync everything before :meth:`commit` returns (see the module).
+    """
+
+    def __init__(self, dest: Path, *, durable: bool = True) -> None:
         self.dest = Path(dest)
+        self.durable = durable
         self.dest.parent.mkdir(parents=True, exist_ok=True)
         self.staging = Path(tempfile.mkdtemp(prefix=f".{self.dest.name}.", dir=self.dest.parent))
         (self.staging / "blobs" / "sha256").mkdir(parents=True)
         self._blobs: list[str] = []
+        self._syncer = _Syncer()
 
     def has(self, digest: str) -> bool:
         return OCILayout(self.dest).blob_path(digest).exists() or digest in self._blobs
@@ -181,20 +260,29 @@ class LayoutWriter:
         """A file to write the blob into, hashed as it is written; verified on close.
 
         ``verified_stream``: the bytes come from a stream that hashes them itself and
-        raises before its last chunk on a mismatch (``RegistryClient.stream_blob``), so
-        hashing them a second time is skipped; the size is still checked.
+        raises before its last piece on a mismatch (``RegistryClient.stream_blob`` and
+        ``fetch_blob``), so hashing them a second time is skipped; the size is still
+        checked.
         """
         hexdigest = check_digest(digest)
         path = self.staging / "blobs" / "sha256" / hexdigest
-        with path.open("wb") as raw:
-            handle = _HashingFile(raw, hashing=not verified_stream)
+        raw = io.FileIO(path, "w")
+        try:
+            handle = _HashingFile(raw, path, hashing=not verified_stream)
             yield handle
-        actual_size, hasher = handle.size, handle.hasher
-        if actual_size != size or (not verified_stream and not hmac.compare_digest(
-                hasher.hexdigest(), hexdigest)):
+            actual_size, hasher = handle.size, handle.hasher
+            if actual_size != size or (not verified_stream and not hmac.compare_digest(
+                    hasher.hexdigest(), hexdigest)):
+                raise BlobMismatchError(digest, f"blob {digest} did not verify "
+                                        f"({actual_size} bytes, sha256:{hasher.hexdigest()})")
+        except BaseException:
+            raw.close()
             path.unlink(missing_ok=True)
-            raise BlobMismatchError(digest, f"blob {digest} did not verify "
-                                    f"({actual_size} bytes, sha256:{hasher.hexdigest()})")
+            raise
+        if self.durable:
+            self._syncer.submit(raw, path)
+        else:
+            raw.close()
         self._blobs.append(digest)
 
     def write_blob(self, digest: str, data: bytes) -> None:
@@ -208,22 +296,38 @@ class LayoutWriter:
         annotations = {REF_NAME: tag} if tag else {}
         entry = LayoutDescriptor(manifest.media_type, manifest.digest, manifest.size,
                                  annotations)
-        (self.dest / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
+        self._syncer.wait()
+        blob_dir = self.dest / "blobs" / "sha256"
+        blob_dir.mkdir(parents=True, exist_ok=True)
         for digest in self._blobs:
             target = OCILayout(self.dest).blob_path(digest)
             if not target.exists():
                 os.replace(self.staging / "blobs" / "sha256" / check_digest(digest), target)
         layout_file = self.dest / "oci-layout"
         if not layout_file.exists():
-            layout_file.write_text('{"imageLayoutVersion":"1.0.0"}')
+            self._write(layout_file, b'{"imageLayoutVersion":"1.0.0"}')
+        if self.durable:  # the blobs' names, and the directories, before the index names them
+            for directory in (blob_dir, blob_dir.parent, self.dest, self.dest.parent):
+                _fsync_dir(directory)
         index = {"schemaVersion": 2, "mediaType": INDEX_MEDIA_TYPE,
                  "manifests": [d.to_dict() for d in [*existing, entry]]}
         tmp = self.staging / "index.json"
-        tmp.write_text(json.dumps(index, separators=(",", ":")))
+        self._write(tmp, json.dumps(index, separators=(",", ":")).encode())
         os.replace(tmp, self.dest / "index.json")
+        if self.durable:
+            _fsync_dir(self.dest)
         self.discard()
 
+    def _write(self, path: Path, data: bytes) -> None:
+        with path.open("wb") as handle:
+            handle.write(data)
+            if self.durable:
+                handle.flush()
+                os.fsync(handle.fileno())
+
     def discard(self) -> None:
+        with suppress(LayoutError):
+            self._syncer.wait()
         shutil.rmtree(self.staging, ignore_errors=True)
 
     def __enter__(self) -> LayoutWriter:

@@ -140,6 +140,23 @@ def terminal_progress() -> Progress | None:
     return report
 
 
+def _reporting(write: Callable[[memoryview], object], what: str,
+               progress: Progress | None) -> Callable[[memoryview], object]:
+    """``write``, reporting the bytes written so far to ``progress`` (if any)."""
+    if progress is None:
+        return write
+    done = 0
+
+    def report(piece: memoryview) -> object:
+        nonlocal done
+        result = write(piece)
+        done += piece.nbytes
+        progress(what, done)
+        return result
+
+    return report
+
+
 def _counted(chunks: Iterator[bytes], what: str, progress: Progress | None) -> Iterator[bytes]:
     done = 0
     for chunk in chunks:
@@ -231,15 +248,16 @@ def resolve_signed(updater: Updater, ref: ImageReference) -> tuple[FileMeta, str
 def pull(ref: ImageReference, client: RegistryClient, dest: Path, *,
          updater: Updater | None, dest_tag: str | None = None,
          platform: Platform | str | None = None,
-         progress: Progress | None = None) -> PulledImage:
+         progress: Progress | None = None, durable: bool = True) -> PulledImage:
     """Fetch ``ref`` into the OCI layout ``dest``; with ``updater``, only what trust signed.
 
     Without ``updater`` (``--no-verify``) the registry's tag is believed, but every
-    blob is still checked against the manifest's digests.
+    blob is still checked against the manifest's digests. When it returns, the
+    layout is on disk (``durable=False``: left to the kernel to write back).
     """
     tag = ref.tag or "latest"
     signed_by = None
-    with LayoutWriter(dest) as writer:
+    with LayoutWriter(dest, durable=durable) as writer:
         if updater is not None:
             signed, signed_by = resolve_signed(updater, ref)
             wanted = "sha256:" + (signed.sha256 or b"").hex()
@@ -274,11 +292,13 @@ def pull(ref: ImageReference, client: RegistryClient, dest: Path, *,
         for blob in _blobs(document):
             if writer.has(blob.digest):
                 continue
-            with client.stream_blob(ref.repository, blob.digest,
-                                    expected_size=blob.size) as chunks, \
-                    writer.blob(blob.digest, blob.size, verified_stream=True) as handle:
-                for chunk in _counted(chunks, f"pulling {blob.digest[:19]}", progress):
-                    handle.write(chunk)
+            with writer.blob(blob.digest, blob.size, verified_stream=True) as handle:
+                client.fetch_blob(ref.repository, blob.digest,
+                                  _reporting(handle.write, f"pulling {blob.digest[:19]}",
+                                             progress),
+                                  expected_size=blob.size)
+            if progress is not None:
+                sys.stderr.write("\n")
         writer.commit(LayoutDescriptor(raw.media_type, top_digest, len(raw.data), {}),
                       dest_tag or tag)
     return PulledImage(ref, top_digest, len(raw.data), signed_by)
