@@ -107,23 +107,34 @@ def run_asgi(app: Any, listener: socket.socket, *, tls_cert: Path | None,
              tls_key: Path | None) -> None:
     """Serve ``app`` on ``listener`` until SIGTERM/SIGINT, then shut down gracefully.
 
-    The one serving loop of every countersign service (``serve``, ``webhook``).
+    The one serving loop of every countersign service (``serve``, ``webhook``):
+    granian, whose HTTP and TLS run in Rust outside the interpreter, embedded in
+    this process so the application object (and the signer's keys) never has to
+    be rebuilt from an import string in another process.
     """
-    import uvicorn
+    import asyncio
 
-    config = uvicorn.Config(
-        app, log_config=None, access_log=False, lifespan="on",
-        ssl_certfile=str(tls_cert) if tls_cert else None,
-        ssl_keyfile=str(tls_key) if tls_key else None,
-        timeout_graceful_shutdown=10, server_header=False, date_header=True,
-        limit_concurrency=4096, timeout_keep_alive=30,
-    )
-    server = uvicorn.Server(config)
-    # uvicorn shuts down gracefully on SIGTERM/SIGINT and then re-raises the signal to
-    # the handlers it found: make those no-ops, so a clean shutdown exits with status 0
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: None)
-    server.run(sockets=[listener])
+    import uvloop
+    from granian.constants import HTTPModes, Interfaces, SSLProtocols
+    from granian.http import HTTP1Settings
+    from granian.log import LogLevels
+    from granian.server.embed import Server
+
+    host, port = listener.getsockname()[:2]
+    listener.close()  # granian binds the address itself, with SO_REUSEPORT
+    server = Server(app, address=host, port=port, interface=Interfaces.ASGI,
+                    http=HTTPModes.http1, websockets=False, backlog=2048,
+                    http1_settings=HTTP1Settings(header_read_timeout=30_000),
+                    log_enabled=False, log_level=LogLevels.error,
+                    ssl_cert=tls_cert, ssl_key=tls_key, ssl_protocol_min=SSLProtocols.tls12)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, server.stop)
+        await server.serve()
+
+    uvloop.run(main())
 
 
 def bind(listen: str) -> socket.socket:
