@@ -20,10 +20,12 @@ same machine, in one run, on the same bytes:
    Python ``http.client`` (1 MiB ``readinto``, one keep-alive connection) and
    ``httpx`` ``iter_bytes`` (the project's HTTP client);
 3. ``countersign pull REF --to oci:DIR --registry-insecure``: the CLI's wall
-   time, interpreter start and trust refresh included;
+   time, interpreter start and trust refresh included, and the fsync of the
+   layout (a pull returns once the layout is on disk; skopeo fsyncs too);
 4. ``countersign.registry.transfer.pull`` in this process (``repository_for`` +
-   ``RegistryClient`` + ``pull``), trust refresh included; ``trust refresh
-   only`` times that part alone, ``countersign --version`` the CLI's start;
+   ``RegistryClient`` + ``pull``), trust refresh included; ``--no-fsync`` the
+   same with ``durable=False``; ``trust refresh only`` times the trust part
+   alone, ``countersign --version`` the CLI's start;
 5. ``skopeo copy --preserve-digests docker://REF oci:DIR:TAG``;
 
 and, as extra rows, the push of the same image into a new, empty registry:
@@ -41,8 +43,9 @@ idle for ``--cold-idle`` seconds to measure that case. The machine may be
 shared: a run during which other processes used more than
 ``--max-other-cpu`` CPU-seconds is repeated (``--retries``), and each run's
 figure is kept in the JSON. After the timed runs, one library pull runs
-under cProfile, and with ``--py-spy BIN`` one CLI pull under py-spy, to show
-where the time goes.
+under cProfile (every thread: the pull hashes and writes on a second one, and
+fsyncs on a third), and with ``--py-spy BIN`` one CLI pull under py-spy, to
+show where the time goes.
 
 Prints a Markdown table and writes ``benchmarks/results/pull-<date>.json``.
 Needs ``docker-registry`` (Debian ``docker-registry``) and ``skopeo``;
@@ -71,6 +74,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -345,58 +349,80 @@ def _label(func: tuple[str, int, str]) -> str:
     return f"{Path(filename).name}:{line}({name})"
 
 
-def summarise_profile(stats: pstats.Stats) -> dict[str, Any]:
-    """Where the library pull's time goes, from cProfile (self time of C calls)."""
-    raw: dict[Any, Any] = stats.stats  # type: ignore[attr-defined]
-    total = float(max(ct for (_cc, _nc, _tt, ct, _callers) in raw.values()))
+def summarise_profile(main: pstats.Stats, wall: float,
+                      threads: Sequence[tuple[str, pstats.Stats]]) -> dict[str, Any]:
+    """Where the library pull's time goes, from cProfile (self time of C calls), thread by
+    thread. The threads run at the same time, so their shares of the wall time add up to
+    more than 1."""
 
-    def self_time(name_part: str, caller_part: str | None = None) -> tuple[float, int]:
+    def self_time(stats: pstats.Stats, name_part: str) -> tuple[float, int]:
+        raw: dict[Any, Any] = stats.stats  # type: ignore[attr-defined]
         seconds, calls = 0.0, 0
-        for func, (_cc, nc, tt, _ct, callers) in raw.items():
-            if name_part not in _label(func):
-                continue
-            if caller_part is None:
+        for func, (_cc, nc, tt, _ct, _callers) in raw.items():
+            if name_part in _label(func):
                 seconds, calls = seconds + tt, calls + nc
-                continue
-            for caller, (_c, c_nc, c_tt, _c_ct) in callers.items():
-                if caller_part in _label(caller):
-                    seconds, calls = seconds + c_tt, calls + c_nc
         return seconds, calls
 
-    def cumulative(name_part: str) -> float:
+    def cumulative(stats: pstats.Stats, name_part: str) -> float:
+        raw: dict[Any, Any] = stats.stats  # type: ignore[attr-defined]
         return float(sum(ct for func, (_cc, _nc, _tt, ct, _callers) in raw.items()
-                   if name_part in _label(func)))
+                         if name_part in _label(func)))
 
-    hashing = self_time("'update' of '_hashlib.HASH'")
-    in_client = self_time("'update' of '_hashlib.HASH'", "(_verified)")
-    in_layout = self_time("'update' of '_hashlib.HASH'", "layout.py")
-    parts = {
-        "sha256 in the registry client (client._verified)": in_client,
-        "sha256 in the layout writer (layout.py)": in_layout,
-        "sha256 elsewhere": (max(0.0, hashing[0] - in_client[0] - in_layout[0]),
-                             hashing[1] - in_client[1] - in_layout[1]),
-        "file read (BufferedReader.read, e.g. a re-read to verify)":
-            self_time("'read' of '_io.BufferedReader'"),
-        "socket recv (httpcore)": self_time("'recv' of '_socket.socket'"),
-        "file write (BufferedWriter.write)": self_time("'write' of '_io.BufferedWriter'"),
-        "re-chunking copies in client._verified (self time)": self_time("(_verified)"),
+    def entry(seconds: float, calls: int | None = None) -> dict[str, Any]:
+        out: dict[str, Any] = {"s": round(seconds, 4), "share_of_wall": round(seconds / wall, 3)}
+        if calls is not None:
+            out["calls"] = calls
+        return out
+
+    groups: dict[str, dict[str, tuple[str, ...]]] = {
+        "main": {
+            "socket reads into the buffer (recv_into)": ("'recv_into' of '_socket.socket'",),
+            "waiting for a free buffer (the writer thread is behind)":
+                ("'get' of '_queue.SimpleQueue'",),
+            "waiting for the writer and the fsyncs to finish (join)":
+                ("'acquire' of '_thread.lock'",),
+            "sha256 (manifest, small blobs)": ("'update' of '_hashlib.HASH'",),
+        },
+        "countersign-blob-writer": {
+            "sha256": ("'update' of '_hashlib.HASH'",),
+            "file write (FileIO.write)": ("'write' of '_io.FileIO'",),
+            "waiting for data (the network is behind)": ("'get' of '_queue.SimpleQueue'",),
+        },
+        "countersign-fsync": {
+            "fsync": ("posix.fsync",),
+            "idle (waiting for the next file)": ("'get' of '_queue.SimpleQueue'",),
+        },
     }
-    out: dict[str, Any] = {"total_s": round(total, 4)}
-    accounted = 0.0
-    for key, (seconds, calls) in parts.items():
-        out[key] = {"s": round(seconds, 4), "calls": calls,
-                    "share": round(seconds / total, 3) if total else None}
-        accounted += seconds
-    refresh = cumulative("(resolve_signed)")
-    out["trust refresh (resolve_signed, cumulative)"] = {
-        "s": round(refresh, 4), "share": round(refresh / total, 3) if total else None}
-    accounted += refresh
-    out["everything else (httpx/httpcore Python, generators, commit)"] = {
-        "s": round(total - accounted, 4),
-        "share": round((total - accounted) / total, 3) if total else None}
+    out: dict[str, Any] = {"wall_s": round(wall, 4)}
+    by_name: dict[str, list[pstats.Stats]] = {"main": [main]}
+    for name, stats in threads:
+        by_name.setdefault(name, []).append(stats)
+    for name, all_stats in by_name.items():
+        part: dict[str, Any] = {"threads": len(all_stats)}
+        total = sum(max((ct for (_cc, _nc, _tt, ct, _c) in
+                         s.stats.values()), default=0.0)  # type: ignore[attr-defined]
+                    for s in all_stats)
+        part["profiled_s"] = round(total, 4)
+        accounted = 0.0
+        for label, needles in groups.get(name, {}).items():
+            seconds, calls = 0.0, 0
+            for stats in all_stats:
+                for needle in needles:
+                    got = self_time(stats, needle)
+                    seconds, calls = seconds + got[0], calls + got[1]
+            part[label] = entry(seconds, calls)
+            accounted += seconds
+        if name == "main":
+            refresh = cumulative(main, "(resolve_signed)")
+            part["trust refresh (resolve_signed, cumulative)"] = entry(refresh)
+            accounted += refresh
+        part["everything else (Python)"] = entry(max(0.0, total - accounted))
+        out[name] = part
+    raw: dict[Any, Any] = main.stats  # type: ignore[attr-defined]
     top = sorted(raw.items(), key=lambda item: item[1][2], reverse=True)[:15]
-    out["top_self_time"] = [{"function": _label(func), "calls": nc, "self_s": round(tt, 4)}
-                            for func, (_cc, nc, tt, _ct, _callers) in top]
+    out["main"]["top_self_time"] = [
+        {"function": _label(func), "calls": nc, "self_s": round(tt, 4)}
+        for func, (_cc, nc, tt, _ct, _callers) in top]
     return out
 
 
@@ -442,14 +468,14 @@ def summarise_py_spy(raw_file: Path, roots: Sequence[Path]) -> dict[str, Any]:
             group = f"sha256 ({Path(match['file']).name if match else '?'})"
         elif ".write(" in source:
             group = "file write"
-        elif "recv" in source or leaf.startswith("SyncStream.read "):
-            group = "socket read (httpcore: settimeout + recv)"
-        elif func == "_verified":
-            group = "re-chunking in client._verified"
+        elif "recv" in source or "readinto" in source or leaf.startswith("SyncStream.read "):
+            group = "socket read"
+        elif func in ("_verified", "_pump", "work"):
+            group = "blob pump (client._pump)"
         elif "commit" in names:
             group = "layout commit (rename, index.json)"
         else:
-            group = "other Python (httpx, httpcore, h11, CLI)"
+            group = "other Python (httpx, CLI)"
         counts[group] = counts.get(group, 0) + count
     out: dict[str, Any] = {"samples": samples}
     for group, count in sorted(counts.items(), key=lambda kv: -kv[1]):
@@ -612,6 +638,13 @@ class Bench:
         if pulled.digest != self.digest:
             raise RuntimeError(f"library pull: {pulled}")
 
+    def library_pull_no_fsync(self, dest: Path) -> None:
+        ref, repository = self._repository()
+        with RegistryClient(ref.registry, insecure=True) as client:
+            pulled = pull(ref, client, dest, updater=repository.updater, durable=False)
+        if pulled.digest != self.digest:
+            raise RuntimeError(f"library pull: {pulled}")
+
     def refresh_only(self, _dest: Path) -> None:
         ref, repository = self._repository()
         meta, _role = resolve_signed(repository.updater, ref)
@@ -662,9 +695,9 @@ class Bench:
 
     def rows(self) -> list[Row]:
         pull_cli = ("wall time of `countersign pull REF --to oci:DIR --registry-insecure "
-                    "--json`, trust refresh and interpreter start included")
+                    "--json`, trust refresh, interpreter start and fsync included")
         pull_lib = ("repository_for + RegistryClient + transfer.pull in this process, trust "
-                    "refresh included")
+                    "refresh and fsync included")
         pull_skopeo = ("wall time of `skopeo copy --preserve-digests --src-tls-verify=false "
                        "docker://REF oci:DIR:TAG`")
         rows = [
@@ -688,6 +721,9 @@ class Bench:
             Row("countersign pull (CLI)", "pull", pull_cli, self.cli_pull,
                 check=self.check_layout, writes=True),
             Row("countersign pull (library)", "pull", pull_lib, self.library_pull,
+                check=self.check_layout, writes=True),
+            Row("countersign pull (library, --no-fsync)", "pull",
+                pull_lib + "; durable=False (nothing fsynced)", self.library_pull_no_fsync,
                 check=self.check_layout, writes=True),
             Row("skopeo copy (pull)", "pull", pull_skopeo, self.skopeo_pull,
                 check=self.check_layout, writes=True),
@@ -805,18 +841,37 @@ class Bench:
         return rows
 
     def profile(self) -> dict[str, Any]:
+        """One library pull under cProfile, with every thread it starts profiled too
+        (cProfile itself only follows the thread that enabled it)."""
         dest = self.dests / "profile"
         prime(self.work / "prime", self.args.prime_mb)
+        threads: list[tuple[str, cProfile.Profile]] = []
+        original_run = threading.Thread.run
+
+        def profiled_run(thread: threading.Thread) -> None:
+            own = cProfile.Profile()
+            threads.append((thread.name, own))
+            own.enable()
+            try:
+                original_run(thread)
+            finally:
+                own.disable()
+
         profiler = cProfile.Profile()
-        profiler.enable()
-        started = time.perf_counter()
-        self.library_pull(dest)
-        elapsed = time.perf_counter() - started
-        profiler.disable()
+        threading.Thread.run = profiled_run  # type: ignore[method-assign]
+        try:
+            profiler.enable()
+            started = time.perf_counter()
+            self.library_pull(dest)
+            elapsed = time.perf_counter() - started
+            profiler.disable()
+        finally:
+            threading.Thread.run = original_run  # type: ignore[method-assign]
         self.check_layout(dest)
         _rmtree(dest)
-        stats = pstats.Stats(profiler, stream=io.StringIO())
-        out = summarise_profile(stats)
+        out = summarise_profile(pstats.Stats(profiler, stream=io.StringIO()), elapsed,
+                                [(name, pstats.Stats(p, stream=io.StringIO()))
+                                 for name, p in threads])
         out["wall_s_under_cprofile"] = round(elapsed, 4)
         return out
 
