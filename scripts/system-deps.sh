@@ -4,13 +4,14 @@
 # (the storage tests start a throwaway server with its initdb and postgres), and
 # the CNCF distribution registry (docker-registry) and skopeo, which the registry
 # client tests run against (tests/support/registryserver.py), and the Wapiti web
-# scanner, the dynamic stage's tool in the gate tests (tests/interop/test_stage_tools.py).
+# scanner, the dynamic stage's tool in the gate tests (tests/interop/test_stage_tools.py);
+# busybox-static, from which the sandbox tests build the sample image without network.
 # Usage: scripts/system-deps.sh   (root installs with apt-get; others get told what to run)
 set -eu
 
 missing=""
 for pair in notary:notary notary-server:notary notary-signer:notary \
-    docker-registry:docker-registry skopeo:skopeo wapiti:wapiti; do
+    docker-registry:docker-registry skopeo:skopeo wapiti:wapiti busybox:busybox-static; do
     cmd=${pair%%:*}
     pkg=${pair#*:}
     if ! command -v "$cmd" >/dev/null 2>&1; then

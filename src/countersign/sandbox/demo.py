@@ -25,14 +25,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+from countersign.assure.evidence import load_and_check
 from countersign.cli.main import main
 from countersign.cli.trust import repository_for
 from countersign.client.repository import PendingUpdate
 from countersign.errors import CountersignError
+from countersign.registry.client import RegistryClient
 from countersign.registry.layout import OCILayout
 from countersign.registry.oci import parse_manifest
 from countersign.sandbox import image as images
 from countersign.sandbox.services import Sandbox
+from countersign.tuf import PublicKey
 
 TAG = "1.0"
 STAGES = ("static-tested", "dynamic-tested", "fuzz-tested")
@@ -328,10 +333,31 @@ deliver:
                         f"{name} passed and signed {self.digest}", json.dumps(record))
             self.say(f"      {name}: passed; signed {record['digest'][:19]}... into "
                      f"targets/{name}, evidence {str(record.get('evidence'))[:19]}...")
+            self.say(f"      evidence, checked against {name}.pub: "
+                     + self.evidence(name, str(record.get("evidence"))))
         signers, _ = self.inspect()
         self.expect(set(STAGES) <= set(signers), f"{TAG} signed by {', '.join(STAGES)}",
                     f"signers {signers}")
         return f"{TAG} signed by {', '.join(sorted(signers))}, each with its own key"
+
+    def evidence(self, stage: str, digest: str) -> str:
+        """What the stage's signed in-toto evidence says, verified with the stage's key."""
+        pem = (self.run_dir / "keys" / f"{stage}.pub").read_bytes()
+        key = PublicKey.from_crypto(load_pem_public_key(pem))
+        repository = self.gun.split("/", 1)[1]
+        predicate = load_and_check(RegistryClient(self.sandbox.registry, ca_file=self.ca),
+                                   repository, digest, subject_hex=self.digest[7:],
+                                   stage=stage, keys=[key])
+        results = predicate.get("results", {})
+        tool = results.get("tool", {})
+        findings, tests = results.get("findings", {}), results.get("tests", {})
+        counted = {k: v for k, v in findings.get("counted", {}).items() if v}
+        if results.get("format") == "junit":
+            what = f"{tests.get('run')} tests, {tests.get('failures')} failed"
+        else:
+            what = f"{findings.get('total')} findings (" + (", ".join(
+                f"{v} {k}" for k, v in counted.items()) or "none") + ")"
+        return f"{tool.get('name')} {tool.get('version') or ''}".rstrip() + f": {what}"
 
     def inspect(self) -> tuple[list[str], dict[str, Any]]:
         """Who signed the tag, as a consumer's trust dir sees it."""

@@ -35,6 +35,7 @@ LAYER_TYPE = "application/vnd.oci.image.layer.v1.tar+gzip"
 MAX_DEB = 64 << 20
 MAX_LAYER = 256 << 20
 AR_MAGIC = b"!<arch>\n"
+APT_ARCHIVES = Path("/var/cache/apt/archives")
 #: small and statically linked: a whole userland in one file, runnable without a libc layer
 DEFAULT_PACKAGES = ("busybox-static",)
 _PACKAGE = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")
@@ -79,7 +80,10 @@ class BuiltImage:
 
 
 def fetch_debs(packages: Sequence[str], cache: Path) -> list[Path]:
-    """The ``.deb`` of each package: from ``cache`` if there, else ``apt-get download`` into it."""
+    """The ``.deb`` of each package: from ``cache``, else apt's archive, else ``apt-get download``.
+
+    Whatever is found is kept in ``cache``, so later builds need no network.
+    """
     cache.mkdir(parents=True, exist_ok=True)
     found = []
     for package in packages:
@@ -87,7 +91,11 @@ def fetch_debs(packages: Sequence[str], cache: Path) -> list[Path]:
             raise ImageBuildError(f"{package!r} is not a Debian package name")
         cached = sorted(cache.glob(f"{package}_*.deb"))
         if not cached:
-            _apt_download(package, cache)
+            archived = sorted(APT_ARCHIVES.glob(f"{package}_*.deb"))
+            if archived:  # apt fetched it once already (an install keeps the .deb here)
+                shutil.copy2(archived[-1], cache / archived[-1].name)
+            else:
+                _apt_download(package, cache)
             cached = sorted(cache.glob(f"{package}_*.deb"))
         if not cached:
             raise ImageBuildError(f"apt-get download {package} wrote no .deb into {cache}")
@@ -140,6 +148,7 @@ def _ar_members(data: bytes, source: str) -> dict[str, bytes]:
 
 
 def _decompress(name: str, data: bytes, source: str) -> bytes:
+    """A member tar of the .deb, uncompressed (``control.tar.*`` or ``data.tar.*``)."""
     try:
         if name.endswith(".xz"):
             return lzma.decompress(data)
@@ -151,19 +160,20 @@ def _decompress(name: str, data: bytes, source: str) -> bytes:
         raise ImageBuildError(f"{source}: {name} does not decompress ({exc})") from None
     if name.endswith(".tar"):
         return data
-    return _fsys_tarfile(name, source)
+    return _dpkg_deb_tar(name, source)
 
 
-def _fsys_tarfile(name: str, source: str) -> bytes:
-    """Compressions Python cannot read (zstd) are left to ``dpkg-deb --fsys-tarfile``."""
+def _dpkg_deb_tar(name: str, source: str) -> bytes:
+    """Compressions Python cannot read (zstd) are left to ``dpkg-deb``, which can."""
     dpkg_deb = shutil.which("dpkg-deb")
     if dpkg_deb is None:
         raise ImageBuildError(f"{source}: {name} needs dpkg-deb to unpack",
                               advice="apt-get install dpkg")
-    done = subprocess.run([dpkg_deb, "--fsys-tarfile", source], stdin=subprocess.DEVNULL,
+    option = "--ctrl-tarfile" if name.startswith("control.") else "--fsys-tarfile"
+    done = subprocess.run([dpkg_deb, option, source], stdin=subprocess.DEVNULL,
                           capture_output=True, timeout=120, check=False)
     if done.returncode != 0 or len(done.stdout) > MAX_LAYER:
-        raise ImageBuildError(f"dpkg-deb --fsys-tarfile {source} failed: "
+        raise ImageBuildError(f"dpkg-deb {option} {source} failed: "
                               f"{done.stderr.decode('utf-8', 'replace').strip()[-300:]}")
     return done.stdout
 

@@ -229,7 +229,7 @@ class Sandbox:
                     if statuses[name].state == "running":
                         continue
                     self.pid_file(name).unlink(missing_ok=True)
-                    if not port_free(ports[name]):
+                    if not _wait_port_free(ports[name]):
                         raise SandboxError(
                             f"port {ports[name]} of the sandbox's {name} is taken by another "
                             "program", advice=f"free it, or use another --dir than {self.root}")
@@ -358,6 +358,16 @@ class Sandbox:
                 f"export COUNTERSIGN_SERVER={self.trust_url}",
                 f"export COUNTERSIGN_TLS_CA={_quote(str(self.ca))}",
                 f"export COUNTERSIGN_SANDBOX_REGISTRY={self.registry}"]
+
+
+def _wait_port_free(port: int, timeout: float = 5.0) -> bool:
+    """Whether ``port`` is (or soon becomes) free: a service just stopped releases it late."""
+    deadline = time.monotonic() + timeout
+    while not port_free(port):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
 
 
 def _quote(text: str) -> str:
