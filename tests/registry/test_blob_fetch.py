@@ -323,6 +323,7 @@ def test_redirects_are_followed_and_errors_stay_typed(serve: Callable[..., RawSe
         with pytest.raises(RegistryError, match=f"blob {missing} is unknown") as caught:
             client.fetch_blob(REPO, missing, Sink())
         assert caught.value.code == "BLOB_UNKNOWN"
+    assert front.connections == 1  # the empty redirect answer left it reusable
     assert storage.requests[0].startswith(f"GET /storage/{digest} ")
     assert "authorization" not in storage.requests[0].lower()
 

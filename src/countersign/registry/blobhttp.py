@@ -109,7 +109,10 @@ class _Body(httpx.SyncByteStream):
         connection, self._connection = self._connection, None
         if connection is None:
             return
-        if self._response.isclosed() and not self._response.will_close:
+        finished = self._response.isclosed() or (
+            self._response.length == 0 and not self._response.chunked)
+        if finished and not self._response.will_close:
+            self._response.close()
             self._owner._release(self._origin, connection)
         else:  # not read to the end (or the server closes it): never reuse it
             self._response.close()

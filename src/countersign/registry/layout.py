@@ -190,11 +190,16 @@ class _HashingFile:
 
 
 def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise LayoutError(f"cannot write the directory {path} to disk: "
+                          f"{exc.strerror or exc}",
+                          advice="check the disk and the permissions there") from None
 
 
 class _Syncer:
@@ -204,6 +209,7 @@ class _Syncer:
         self._queue: queue.SimpleQueue[tuple[io.FileIO, Path] | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._error: tuple[Path, OSError] | None = None
+        self._skip = False
 
     def submit(self, handle: io.FileIO, path: Path) -> None:
         """fsync and close ``handle`` (now owned here) in the background."""
@@ -217,15 +223,18 @@ class _Syncer:
         while (item := self._queue.get()) is not None:
             handle, path = item
             try:
-                if self._error is None:
+                if self._error is None and not self._skip:
                     os.fsync(handle.fileno())
             except OSError as exc:
                 self._error = (path, exc)
             finally:
                 handle.close()
 
-    def wait(self) -> None:
-        """Every submitted file is on disk (or the first failure is raised)."""
+    def wait(self, *, skip: bool = False) -> None:
+        """Every submitted file is on disk (or the first failure is raised); ``skip``:
+        only close the files still waiting (they are about to be deleted)."""
+        if skip:
+            self._skip = True
         if self._thread is not None:
             self._queue.put(None)
             self._thread.join()
@@ -319,15 +328,19 @@ class LayoutWriter:
         self.discard()
 
     def _write(self, path: Path, data: bytes) -> None:
-        with path.open("wb") as handle:
-            handle.write(data)
-            if self.durable:
-                handle.flush()
-                os.fsync(handle.fileno())
+        try:
+            with path.open("wb") as handle:
+                handle.write(data)
+                if self.durable:
+                    handle.flush()
+                    os.fsync(handle.fileno())
+        except OSError as exc:
+            raise LayoutError(f"cannot write {path}: {exc.strerror or exc}",
+                              advice="check the free space and permissions there") from None
 
     def discard(self) -> None:
         with suppress(LayoutError):
-            self._syncer.wait()
+            self._syncer.wait(skip=True)
         shutil.rmtree(self.staging, ignore_errors=True)
 
     def __enter__(self) -> LayoutWriter:
