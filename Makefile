@@ -22,7 +22,7 @@ venv: $(BIN)/countersign
 setup: system-deps venv
 
 demo: setup
-	$(BIN)/python scripts/demo.py
+	$(BIN)/countersign sandbox demo
 
 lint: venv
 	$(BIN)/ruff check src tests scripts

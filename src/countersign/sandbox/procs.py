@@ -117,7 +117,8 @@ def reap(pid: int) -> None:
 
 
 def stop(record: ProcessRecord, *, grace: float = 10.0) -> bool:
-    """SIGTERM the recorded process if it is still that process, SIGKILL after ``grace``.
+    """SIGTERM the recorded process (and any children in its group) if it is still that
+    process, SIGKILL after ``grace``.
 
     Returns whether it was running. Nothing is signalled when the PID now
     belongs to another process.
@@ -128,8 +129,7 @@ def stop(record: ProcessRecord, *, grace: float = 10.0) -> bool:
     for signum, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
         if not is_running(record):
             break
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(record.pid, signum)
+        _signal(record.pid, signum)
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
             reap(record.pid)
@@ -139,6 +139,16 @@ def stop(record: ProcessRecord, *, grace: float = 10.0) -> bool:
     if is_running(record):
         raise SandboxError(f"{record.name} (pid {record.pid}) did not stop")
     return True
+
+
+def _signal(pid: int, signum: int) -> None:
+    """Signal ``pid``, and its process group when it leads one (it was started in its own
+    session, so the group holds only what it started)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        if os.getpgid(pid) == pid:
+            os.killpg(pid, signum)
+        else:
+            os.kill(pid, signum)
 
 
 def write_record(path: Path, record: ProcessRecord) -> None:
