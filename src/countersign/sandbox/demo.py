@@ -134,7 +134,8 @@ class Demo:
     # --- output and checks ------------------------------------------------------------
 
     def say(self, text: str = "") -> None:
-        self.out.write(text.replace(str(self.sandbox.root), "$SANDBOX") + "\n")
+        text = text.replace(str(self.run_dir), "$RUN").replace(str(self.sandbox.root), "$SANDBOX")
+        self.out.write(text + "\n")
         self.out.flush()
 
     def expect(self, condition: bool, expected: str, got: str) -> None:
@@ -187,7 +188,8 @@ class Demo:
             self.out.write(f"SANDBOX={self.sandbox.root}\n")
             self.say(f"trust server {self.server}, registry {self.sandbox.registry}, "
                      f"image {self.ref}")
-            self.say(f"this run's files: {self.run_dir}")
+            self.out.write(f"RUN=$SANDBOX/{self.run_dir.relative_to(self.sandbox.root)}"
+                           "   (this run's trust dirs, one per key holder, and files)\n")
             steps: list[tuple[str, Callable[[], str]]] = [
                 ("an unsigned image is refused (Figure 5)", self.step_unsigned),
                 ("push and sign, then a verified pull (Figure 6)", self.step_signed),
@@ -246,12 +248,16 @@ class Demo:
         self.ok("trust", "init", self.gun, *self.server_args, *self.trust("owner"))
         pushed = self.ok("push", f"oci:{self.run_dir / 'image'}:{TAG}", self.ref, "--sign",
                          "--json", *self.server_args, *self.registry_args,
-                         *self.trust("owner")).json() or {}
+                         *self.trust("owner"), show=0).json() or {}
+        self.say(f"      pushed {pushed.get('digest')}, signed in "
+                 f"{', '.join(pushed.get('roles', []))}")
         self.expect(pushed.get("signed") is True and pushed.get("digest") == self.digest,
                     f"{self.digest} pushed and signed", json.dumps(pushed))
         dest = self.run_dir / "pulled"
         pulled = self.ok("pull", self.ref, "--to", f"oci:{dest}", "--json", *self.server_args,
-                         *self.registry_args, *self.trust("consumer")).json() or {}
+                         *self.registry_args, *self.trust("consumer"), show=0).json() or {}
+        self.say(f"      pulled {pulled.get('digest')} into {pulled.get('destination')}, "
+                 f"verified: {pulled.get('verified')}, signed in {pulled.get('signed_by')}")
         self.expect(pulled.get("verified") is True and pulled.get("digest") == self.digest,
                     f"a verified pull of {self.digest}", json.dumps(pulled))
         on_disk = OCILayout(dest).resolve(TAG)
