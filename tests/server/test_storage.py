@@ -162,7 +162,7 @@ def test_version_not_newer_than_stored_conflicts(storage: Storage, version: int)
 def test_conditional_write_needs_the_expected_timestamp(storage: Storage) -> None:
     """An update built on a cached view lands only if the GUN has not moved since."""
     first = storage.write(GUN, [NewFile("root", 1, b"root 1"), NewFile("timestamp", 1, b"ts 1")],
-                          after_timestamp=None)
+                          after_timestamp=None).files
     assert [(f.role, f.version) for f in first] == [("root", 1), ("timestamp", 1)]
     assert first[0].sha256 == hashlib.sha256(b"root 1").hexdigest()
     with pytest.raises(VersionConflict):  # a second "first publish"

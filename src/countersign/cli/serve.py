@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
 import os
 import signal
 import socket
@@ -13,6 +15,9 @@ from countersign.errors import CountersignError
 
 if TYPE_CHECKING:
     from countersign.server.app import TrustServer
+    from countersign.server.coherence import ChangeMarks
+
+MAX_WORKERS = 64
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -51,6 +56,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser.add_argument("--cache-ttl", type=float, default=1.0, metavar="SECONDS",
                         help="how long a server instance serves current metadata from memory "
                         "before looking at the database again (default 1 s)")
+    parser.add_argument("--workers", type=int, default=1, metavar="N",
+                        help="server processes sharing the address (default 1). They "
+                        "share change marks, so each serves at once what another wrote")
     parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"],
                         default="info", help="log level (JSON lines on stderr)")
     parser.set_defaults(func=_serve)
@@ -63,7 +71,8 @@ def _listen(text: str) -> tuple[str, int]:
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
-def build_server(args: argparse.Namespace) -> TrustServer:
+def build_server(args: argparse.Namespace, *, marks: ChangeMarks | None = None,
+                 passphrase: str | None = None) -> TrustServer:
     """The ASGI application for ``args`` (separate from running it, for tests)."""
     from countersign.server.app import ServerConfig, TrustServer
     from countersign.server.signer import DatabaseKeyService, load_passphrase
@@ -79,8 +88,9 @@ def build_server(args: argparse.Namespace) -> TrustServer:
             raise CountersignError(f"--auth token needs {', '.join(missing)}")
         authorizer = TokenAuth(TokenAuthConfig.load(
             args.token_realm, args.token_service, args.token_issuer, args.token_rootcerts))
-    passphrase = load_passphrase(args.signer_passphrase_file)
-    storage = Storage(database_url(args.db, args.data_dir))
+    if passphrase is None:
+        passphrase = load_passphrase(args.signer_passphrase_file)
+    storage = Storage(database_url(args.db, args.data_dir), marks=marks)
     keys = DatabaseKeyService(storage, passphrase, args.key_algorithm)
     config = ServerConfig(max_body=args.max_body, cache_ttl=args.cache_ttl,
                           gun_prefixes=tuple(args.gun_prefix))
@@ -95,15 +105,111 @@ def _serve(args: argparse.Namespace) -> int:
     for path in (args.tls_cert, args.tls_key):
         if path is not None and not path.is_file():
             raise CountersignError(f"{path}: no such file")
-    listener = bind(args.listen)
+    if not 1 <= args.workers <= MAX_WORKERS:
+        raise CountersignError(f"--workers must be between 1 and {MAX_WORKERS}")
+    address = bind(args.listen)
     logs.configure(args.log_level)
-    app = build_server(args)
-    os.environ.pop("COUNTERSIGN_SIGNER_PASSPHRASE", None)  # not inherited by anything later
-    run_asgi(app, listener, tls_cert=args.tls_cert, tls_key=args.tls_key)
-    return 0
+    if args.workers == 1:
+        app = build_server(args)
+        os.environ.pop("COUNTERSIGN_SIGNER_PASSPHRASE", None)  # not inherited by anything
+        run_asgi(app, address, tls_cert=args.tls_cert, tls_key=args.tls_key)
+        return 0
+    return _run_workers(args, address)
 
 
-def run_asgi(app: Any, listener: socket.socket, *, tls_cert: Path | None,
+def _run_workers(args: argparse.Namespace, address: tuple[str, int]) -> int:
+    """Fork ``--workers`` servers on one address; stop them all on SIGTERM/SIGINT.
+
+    Everything they share is made here, before the fork: the change marks and
+    the signer's passphrase (read once; the environment variable is dropped).
+    A worker that dies is started again, unless workers keep dying.
+    """
+    import time
+
+    from countersign.server.coherence import ChangeMarks
+    from countersign.server.signer import load_passphrase
+    from countersign.server.storage import Storage, database_url
+
+    log = logging.getLogger("countersign.server")
+    passphrase = load_passphrase(args.signer_passphrase_file)
+    os.environ.pop("COUNTERSIGN_SIGNER_PASSPHRASE", None)
+    Storage(database_url(args.db, args.data_dir)).close()  # migrate once, up front
+    marks = ChangeMarks()
+    workers: dict[int, int] = {}
+    stopping = False
+    deaths: list[float] = []
+
+    def spawn(index: int) -> None:
+        pid = os.fork()
+        if pid:
+            workers[pid] = index
+            return
+        code = 1
+        try:
+            _die_with_parent()
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(signum, signal.SIG_DFL)
+            app = build_server(args, marks=marks, passphrase=passphrase)
+            run_asgi(app, address, tls_cert=args.tls_cert, tls_key=args.tls_key)
+            code = 0
+        except CountersignError as exc:
+            log.error("worker failed", extra={"worker": index, "error": exc.render()})
+        except BaseException:
+            log.exception("worker failed", extra={"worker": index})
+        finally:
+            os._exit(code)
+
+    def stop(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for pid in list(workers):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    for index in range(args.workers):
+        spawn(index)
+    failed = False
+    while workers:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            break
+        except InterruptedError:
+            continue
+        if pid not in workers:
+            continue
+        index = workers.pop(pid)
+        if stopping:
+            continue
+        log.error("worker exited", extra={"worker": index,
+                                          "status": os.waitstatus_to_exitcode(status)})
+        now = time.monotonic()
+        deaths[:] = [t for t in deaths if now - t < 60] + [now]
+        if len(deaths) > 2 * args.workers:
+            log.error("workers keep exiting: stopping")
+            failed = True
+            stop()
+            continue
+        time.sleep(0.5)
+        if not stopping:
+            spawn(index)
+    return 1 if failed else 0
+
+
+def _die_with_parent() -> None:
+    """Linux: a worker gets SIGTERM when the supervisor dies (even by SIGKILL)."""
+    with contextlib.suppress(OSError, AttributeError):
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        if os.getppid() == 1:  # the parent is already gone
+            os._exit(0)
+
+
+def run_asgi(app: Any, address: tuple[str, int], *, tls_cert: Path | None,
              tls_key: Path | None) -> None:
     """Serve ``app`` on ``listener`` until SIGTERM/SIGINT, then shut down gracefully.
 
@@ -120,8 +226,7 @@ def run_asgi(app: Any, listener: socket.socket, *, tls_cert: Path | None,
     from granian.log import LogLevels
     from granian.server.embed import Server
 
-    host, port = listener.getsockname()[:2]
-    listener.close()  # granian binds the address itself, with SO_REUSEPORT
+    host, port = address
     server = Server(app, address=host, port=port, interface=Interfaces.ASGI,
                     http=HTTPModes.http1, websockets=False, backlog=2048,
                     http1_settings=HTTP1Settings(header_read_timeout=30_000),
@@ -137,19 +242,16 @@ def run_asgi(app: Any, listener: socket.socket, *, tls_cert: Path | None,
     uvloop.run(main())
 
 
-def bind(listen: str) -> socket.socket:
-    """Bind ``HOST:PORT`` before anything else, so a taken port is a clear error and not
-    a late exit."""
+def bind(listen: str) -> tuple[str, int]:
+    """Check that ``HOST:PORT`` can be bound before anything else, so a taken port is
+    a clear error and not a late exit; the server binds it again (SO_REUSEPORT)."""
     host, port = _listen(listen)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    listener = socket.socket(family, socket.SOCK_STREAM)
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        listener.bind((host, port))
-    except OSError as exc:
-        listener.close()
-        raise CountersignError(f"cannot listen on {host}:{port}: {exc.strerror}",
-                               advice="choose another --listen address") from None
-    listener.listen(2048)
-    listener.set_inheritable(True)
-    return listener
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise CountersignError(f"cannot listen on {host}:{port}: {exc.strerror}",
+                                   advice="choose another --listen address") from None
+    return host, port

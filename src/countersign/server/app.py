@@ -133,6 +133,7 @@ def _http_date(when: _dt.datetime) -> bytes:
 class _CachedView:
     view: CurrentView
     until: float
+    mark: int  # the GUN's change mark the view stands for (see server.coherence)
 
 
 @dataclass
@@ -270,7 +271,7 @@ class TrustServer:
         """
         cached = self._views.get(gun)
         now = time.monotonic()
-        if cached is not None and cached.until > now:
+        if cached is not None and cached.until > now and cached.mark == self._mark(gun):
             return cached.view
         pending = self._reloads.get(gun)
         if pending is not None:
@@ -281,11 +282,12 @@ class TrustServer:
 
     async def _reload(self, gun: str, now: float) -> CurrentView | None:
         generation = self._generations.get(gun, 0)
+        mark = self._mark(gun)  # before reading: a write committed after it changes it
         try:
             view = await asyncio.to_thread(self.processor.fresh_view, gun)
             if self._generations.get(gun, 0) == generation:  # no local write meanwhile
                 if view is not None:
-                    self._views[gun] = _CachedView(view, now + self.config.cache_ttl)
+                    self._views[gun] = _CachedView(view, now + self.config.cache_ttl, mark)
                 else:
                     self._views.pop(gun, None)
             return view
@@ -328,6 +330,10 @@ class TrustServer:
             while len(self._immutable) > self.config.immutable_cache_entries:
                 self._immutable.popitem(last=False)
         return file
+
+    def _mark(self, gun: str) -> int:
+        marks = self.storage.marks
+        return marks.current(gun) if marks is not None else 0
 
     def _forget(self, gun: str) -> None:
         """After a local write: drop the view, and let no reload begun before it cache it."""
@@ -383,18 +389,19 @@ class TrustServer:
         async with lock:
             cached = self._views.get(gun)
             held = cached.view if cached is not None and cached.until > time.monotonic() \
-                else UNSET
+                else UNSET  # a stale one costs a retry, never a wrong write (apply)
             try:
-                previous, files = await asyncio.to_thread(
+                previous, written = await asyncio.to_thread(
                     self.processor.apply, gun, uploads, held)
             except VersionConflict:
                 raise APIError("VERSION", {}) from None
             finally:
                 self._forget(gun)
-            view = advance_view(previous, files)
+            view = advance_view(previous, written.files)
             if view is not None:  # what this instance just wrote is current: serve it
-                self._views[gun] = _CachedView(view, time.monotonic() + self.config.cache_ttl)
-        for new in files:
+                self._views[gun] = _CachedView(
+                    view, time.monotonic() + self.config.cache_ttl, written.mark)
+        for new in written.files:
             if new.role == "timestamp":
                 log.info("update", extra={"gun": gun, "timestamp_version": new.version})
         return _Response(200, b"", [])

@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +32,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 
 from countersign.errors import CountersignError
+from countersign.server.coherence import ChangeMarks
 from countersign.server.migrations import upgrade
 from countersign.server.schema import changefeed, metadata, server_keys, tuf_files
 
@@ -65,6 +66,14 @@ class StoredFile:
     sha256: str
     created_at: _dt.datetime
     updated_at: _dt.datetime
+
+
+@dataclass(frozen=True)
+class Written:
+    """What one write stored, and the GUN's change mark that stands for it."""
+
+    files: list[StoredFile]
+    mark: int  # 0 when the storage keeps no change marks
 
 
 @dataclass(frozen=True)
@@ -161,8 +170,10 @@ class Storage:
     (a version that is not newer as :class:`VersionConflict`).
     """
 
-    def __init__(self, url: str, *, create: bool = True) -> None:
+    def __init__(self, url: str, *, create: bool = True,
+                 marks: ChangeMarks | None = None) -> None:
         self.url = url = database_url(url)
+        self.marks = marks
         self.is_sqlite = url.startswith("sqlite")
         kwargs: dict[str, Any] = {}
         if self.is_sqlite:
@@ -266,53 +277,72 @@ class Storage:
                                              "version": version}).first()
         return self._file(row) if row else None
 
+    @contextmanager
+    def _marking(self, gun: str) -> Iterator[Callable[[], int]]:
+        """Around a GUN's write: hold its change-mark slot; yields "commit done, mark it"."""
+        marks = self.marks
+        if marks is None:
+            yield lambda: 0
+            return
+        with marks.writing(gun):
+            yield lambda: marks.changed(gun)
+
     def write(self, gun: str, files: Sequence[NewFile], *,
-              after_timestamp: int | Unset | None = UNSET) -> list[StoredFile]:
+              after_timestamp: int | Unset | None = UNSET) -> Written:
         """Store ``files`` in one transaction, each newer than every stored version.
 
         ``after_timestamp`` makes the write conditional: it happens only if the
         newest stored timestamp still has that version (None: no timestamp at
         all), so an update prepared from a cached view cannot land on a GUN that
         changed or was deleted meanwhile. A change-feed record is written for the
-        timestamp, as notary does. Returns the stored files.
+        timestamp, as notary does. Returns the stored files and the GUN's new
+        change mark.
         """
         now = _now()
         stored = [StoredFile(gun, new.role, new.version, new.data,
                              hashlib.sha256(new.data).hexdigest(), now, now) for new in files]
         roles = sorted({new.role for new in files}
                        | (set() if isinstance(after_timestamp, Unset) else {"timestamp"}))
-        try:
-            with self._write(gun) as conn:
-                highest = dict(conn.execute(_HIGHEST, {"gun": gun, "roles": roles}).all())
-                if not isinstance(after_timestamp, Unset) and \
-                        highest.get("timestamp") != after_timestamp:
-                    raise VersionConflict("timestamp", highest.get("timestamp") or 0)
-                for new in files:
-                    top = highest.get(new.role)
-                    if top is not None and top >= new.version:
-                        raise VersionConflict(new.role, new.version)
-                if stored:
-                    conn.execute(_INSERT_FILE, [
-                        {"created_at": now, "updated_at": now, "gun": gun, "role": f.role,
-                         "version": f.version, "sha256": f.sha256, "data": f.data}
-                        for f in stored])
-                changes = [{"created_at": now, "gun": gun, "version": f.version,
-                            "sha256": f.sha256, "category": "update"}
-                           for f in stored if f.role == "timestamp"]
-                if changes:
-                    conn.execute(_INSERT_CHANGE, changes)
-        except IntegrityError:
-            # a concurrent writer took a version first (not expected with the GUN lock)
-            raise VersionConflict(files[0].role if files else "", 0) from None
-        return stored
+        with self._marking(gun) as committed:
+            try:
+                self._insert(gun, files, stored, roles, after_timestamp, now)
+            except IntegrityError:
+                # a concurrent writer took a version first (not expected with the GUN lock)
+                raise VersionConflict(files[0].role if files else "", 0) from None
+            return Written(stored, committed())
+
+    def _insert(self, gun: str, files: Sequence[NewFile], stored: Sequence[StoredFile],
+                roles: Sequence[str], after_timestamp: int | Unset | None,
+                now: _dt.datetime) -> None:
+        with self._write(gun) as conn:
+            highest = dict(conn.execute(_HIGHEST, {"gun": gun, "roles": roles}).all())
+            if not isinstance(after_timestamp, Unset) and \
+                    highest.get("timestamp") != after_timestamp:
+                raise VersionConflict("timestamp", highest.get("timestamp") or 0)
+            for new in files:
+                top = highest.get(new.role)
+                if top is not None and top >= new.version:
+                    raise VersionConflict(new.role, new.version)
+            if stored:
+                conn.execute(_INSERT_FILE, [
+                    {"created_at": now, "updated_at": now, "gun": gun, "role": f.role,
+                     "version": f.version, "sha256": f.sha256, "data": f.data}
+                    for f in stored])
+            changes = [{"created_at": now, "gun": gun, "version": f.version,
+                        "sha256": f.sha256, "category": "update"}
+                       for f in stored if f.role == "timestamp"]
+            if changes:
+                conn.execute(_INSERT_CHANGE, changes)
 
     def delete(self, gun: str) -> int:
         """Remove every file of ``gun``; a deletion record only when something was removed."""
-        with self._write(gun) as conn:
-            count = conn.execute(delete(tuf_files).where(tuf_files.c.gun == gun)).rowcount
-            if count:
-                conn.execute(changefeed.insert().values(
-                    created_at=_now(), gun=gun, version=0, sha256="", category="deletion"))
+        with self._marking(gun) as committed:
+            with self._write(gun) as conn:
+                count = conn.execute(delete(tuf_files).where(tuf_files.c.gun == gun)).rowcount
+                if count:
+                    conn.execute(changefeed.insert().values(
+                        created_at=_now(), gun=gun, version=0, sha256="", category="deletion"))
+            committed()
         return int(count or 0)
 
     def changes(self, gun: str | None, change_id: int, records: int) -> list[Change]:
@@ -395,4 +425,4 @@ def _sqlite_pragmas(engine: Engine) -> None:
 
 
 __all__ = ["UNSET", "Change", "KeyRecord", "NewFile", "Storage", "StorageError", "StoredFile",
-           "Unset", "VersionConflict", "database_url", "metadata"]
+           "Unset", "VersionConflict", "Written", "database_url", "metadata"]

@@ -37,6 +37,7 @@ from countersign.server.storage import (
     StoredFile,
     Unset,
     VersionConflict,
+    Written,
 )
 from countersign.tuf import (
     DEFAULT_EXPIRY,
@@ -371,7 +372,7 @@ class UpdateProcessor:
         return signed
 
     def apply(self, gun: str, uploads: Sequence[Upload], held: CurrentView | Unset | None
-              ) -> tuple[CurrentView | None, list[StoredFile]]:
+              ) -> tuple[CurrentView | None, Written]:
         """Validate and store an update: on ``held`` first, on a fresh read if it was stale.
 
         The write is conditional on the timestamp version the update was built on,
