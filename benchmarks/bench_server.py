@@ -10,6 +10,7 @@ on loopback with a throwaway P-256 certificate and logging at ``error``:
 - ``reference``: Debian's notary-server 0.7 with notary-signer (gRPC, mutual
   TLS), both on memory storage (the Debian build has no sqlite driver);
 - ``countersign-sqlite``: ``countersign serve`` on a SQLite file;
+- ``countersign-sqlite-2w``: the same with ``--workers 2``;
 - ``countersign-postgres``: the same on a throwaway PostgreSQL server
   (tests/support/pgserver.py), when PostgreSQL is installed.
 
@@ -73,7 +74,7 @@ import pgserver  # noqa: E402
 
 from countersign.tuf import TARGETS, FileMeta, Metadata, Targets  # noqa: E402
 
-SERVERS = ("reference", "countersign-sqlite", "countersign-postgres")
+SERVERS = ("reference", "countersign-sqlite", "countersign-sqlite-2w", "countersign-postgres")
 TOOLS = ("loadgen", "wrk")
 GET_GUN = "bench/get-ten"
 SEQ_GUN = "bench/post-seq"
@@ -231,6 +232,12 @@ def start_server(name: str, workdir: Path) -> Running:
         cs = _countersign.CountersignServer(workdir / "cs-sqlite",
                                             extra_args=["--log-level", "error"]).start()
         return Running(name, cs, cs.pids, cs.stop, {"storage": f"SQLite file {cs.db}"})
+    if name == "countersign-sqlite-2w":
+        cs = _countersign.CountersignServer(
+            workdir / "cs-sqlite-2w", extra_args=["--log-level", "error", "--workers", "2"]
+        ).start()
+        return Running(name, cs, cs.pids, cs.stop,
+                       {"storage": f"SQLite file {cs.db}", "workers": 2})
     if name == "countersign-postgres":
         binaries = pgserver.find_binaries()
         if binaries is None:
