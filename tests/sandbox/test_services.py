@@ -125,3 +125,38 @@ def test_status_of_a_directory_without_a_sandbox(tmp_path: Path) -> None:
     assert "trust-server  stopped" in result.stdout
     down = run_cli("sandbox", "down", "--dir", str(tmp_path / "none"))
     assert down.returncode == 0 and "not running" in down.stdout
+
+
+def test_a_dir_that_is_a_file_is_a_clear_error(tmp_path: Path) -> None:
+    target = tmp_path / "a-file"
+    target.write_text("")
+    for command in ("up", "status", "down", "demo"):
+        result = run_cli("sandbox", command, "--dir", str(target))
+        assert result.returncode == 1, command
+        assert f"{target} is not a directory" in result.stderr
+        assert "Traceback" not in result.stderr
+
+
+def test_the_process_manager_signals_only_the_recorded_process(tmp_path: Path) -> None:
+    record = procs.spawn("sleeper", ["sleep", "300"], log=tmp_path / "sleep.log",
+                         address="-", cwd=tmp_path, env={"PATH": os.environ["PATH"]})
+    try:
+        assert procs.is_running(record)
+        path = tmp_path / "run" / "sleeper.pid"
+        procs.write_record(path, record)
+        assert procs.ProcessRecord.load(path) == record
+        # the same PID with another start time or command line is not that process
+        for other in (procs.ProcessRecord("x", record.pid, record.start_ticks + 1, record.argv,
+                                          "-", ""),
+                      procs.ProcessRecord("x", record.pid, record.start_ticks,
+                                          ("sleep", "301"), "-", "")):
+            assert not procs.is_running(other)
+            assert procs.stop(other) is False
+            assert procs.is_running(record)
+        assert procs.stop(record) is True
+        assert not procs.is_running(record) and procs.start_ticks(record.pid) is None
+        assert procs.stop(record) is False  # already gone: nothing to do
+    finally:
+        if procs.is_running(record):
+            os.kill(record.pid, 9)
+            procs.reap(record.pid)

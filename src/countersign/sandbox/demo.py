@@ -215,6 +215,9 @@ class Demo:
                 except CountersignError as exc:
                     raise StepFailed(number, title, "the step to run",
                                      exc.render()) from None
+                except Exception as exc:  # the demo names the step whatever went wrong
+                    raise StepFailed(number, title, "the step to run",
+                                     f"{type(exc).__name__}: {exc}") from exc
                 self.say(f"  ok ({time.monotonic() - began:.1f}s): {summary}")
         return time.monotonic() - start
 

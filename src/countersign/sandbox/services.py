@@ -139,6 +139,8 @@ class Sandbox:
 
     def ports(self) -> dict[str, int]:
         """The ports of the services, from ``sandbox.json`` (empty before the first ``up``)."""
+        if self.root.exists() and not self.root.is_dir():
+            raise SandboxError(f"{self.root} is not a directory", advice="pass another --dir")
         try:
             doc = json.loads(self.state_file.read_text())
             return {name: int(doc["ports"][name]) for name in SERVICES}
@@ -196,8 +198,14 @@ class Sandbox:
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
         """One ``up`` or ``down`` at a time per sandbox directory."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        with (self.root / ".lock").open("a") as handle:
+        self.ports()  # refuses a root that is not a directory
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            handle = (self.root / ".lock").open("a")
+        except OSError as exc:
+            raise SandboxError(f"cannot use {self.root} as the sandbox directory: "
+                               f"{exc.strerror}", advice="pass another --dir") from None
+        with handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:
                 yield
