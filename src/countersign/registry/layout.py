@@ -10,8 +10,9 @@ staged blob fsynced before it is moved in, then the blob directories, then
 ``index.json`` (written beside, fsynced, renamed over) and its directory, so
 once :meth:`LayoutWriter.commit` returns, a crash cannot leave an
 ``index.json`` that names missing or partial blobs. Each blob is fsynced in a
-background thread as soon as it is written, while the next one downloads; only
-the last blob's flush is waited for at the commit. ``durable=False`` skips
+background thread while it is written (every :data:`SYNC_EVERY` bytes, then at
+its end), so the disk takes the bytes while the network brings more; only the
+last few MiB are waited for at the commit. ``durable=False`` skips
 every fsync (a cache that can be thrown away); the index is still replaced
 atomically.
 """
@@ -40,6 +41,8 @@ REF_NAME = "org.opencontainers.image.ref.name"
 INDEX_MEDIA_TYPE = "application/vnd.oci.image.index.v1+json"
 MAX_INDEX = 4 << 20
 CHUNK = 1 << 20
+#: A durable blob being written is flushed to disk (in the background) every this many bytes.
+SYNC_EVERY = 32 << 20
 
 
 class LayoutError(CountersignError):
@@ -166,10 +169,13 @@ class _HashingFile:
     caller's buffer, without a copy.
     """
 
-    def __init__(self, raw: io.FileIO, path: Path, *, hashing: bool = True) -> None:
+    def __init__(self, raw: io.FileIO, path: Path, *, hashing: bool = True,
+                 syncer: _Syncer | None = None) -> None:
         self._raw = raw
         self._path = path
         self._hashing = hashing
+        self._syncer = syncer
+        self._synced = 0
         self.hasher = hashlib.sha256()
         self.size = 0
 
@@ -186,6 +192,9 @@ class _HashingFile:
             raise LayoutError(f"cannot write {self._path}: {exc.strerror or exc}",
                               advice="check the free space and permissions there") from None
         self.size += count
+        if self._syncer is not None and self.size - self._synced >= SYNC_EVERY:
+            self._syncer.early(self._raw, self._path)
+            self._synced = self.size
         return count
 
 
@@ -202,33 +211,53 @@ def _fsync_dir(path: Path) -> None:
                           advice="check the disk and the permissions there") from None
 
 
+_EARLY, _LAST, _DROP = "early", "last", "drop"
+
+
 class _Syncer:
-    """fsyncs finished files on a background thread, in the order given."""
+    """fsyncs files on a background thread, in the order given; it closes each file
+    once told it is the last time (so no file is closed while it is being synced)."""
 
     def __init__(self) -> None:
-        self._queue: queue.SimpleQueue[tuple[io.FileIO, Path] | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[tuple[io.FileIO, Path, str] | None] = \
+            queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._error: tuple[Path, OSError] | None = None
         self._skip = False
 
-    def submit(self, handle: io.FileIO, path: Path) -> None:
-        """fsync and close ``handle`` (now owned here) in the background."""
+    def _put(self, handle: io.FileIO, path: Path, what: str) -> None:
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="countersign-fsync",
                                             daemon=True)
             self._thread.start()
-        self._queue.put((handle, path))
+        self._queue.put((handle, path, what))
+
+    def early(self, handle: io.FileIO, path: Path) -> None:
+        """Flush what ``handle`` holds so far, unless the thread is still busy."""
+        if self._queue.qsize() == 0:
+            self._put(handle, path, _EARLY)
+
+    def submit(self, handle: io.FileIO, path: Path) -> None:
+        """fsync and close ``handle`` (now owned here)."""
+        self._put(handle, path, _LAST)
+
+    def drop(self, handle: io.FileIO, path: Path) -> None:
+        """Close ``handle`` (now owned here) without syncing it: it is being deleted."""
+        self._put(handle, path, _DROP)
 
     def _run(self) -> None:
         while (item := self._queue.get()) is not None:
-            handle, path = item
+            handle, path, what = item
             try:
-                if self._error is None and not self._skip:
+                if what == _EARLY and self._error is None and not self._skip:
+                    os.fdatasync(handle.fileno())
+                elif what == _LAST and self._error is None and not self._skip:
                     os.fsync(handle.fileno())
             except OSError as exc:
                 self._error = (path, exc)
             finally:
-                handle.close()
+                if what != _EARLY:
+                    handle.close()
 
     def wait(self, *, skip: bool = False) -> None:
         """Every submitted file is on disk (or the first failure is raised); ``skip``:
@@ -277,7 +306,8 @@ class LayoutWriter:
         path = self.staging / "blobs" / "sha256" / hexdigest
         raw = io.FileIO(path, "w")
         try:
-            handle = _HashingFile(raw, path, hashing=not verified_stream)
+            handle = _HashingFile(raw, path, hashing=not verified_stream,
+                                  syncer=self._syncer if self.durable else None)
             yield handle
             actual_size, hasher = handle.size, handle.hasher
             if actual_size != size or (not verified_stream and not hmac.compare_digest(
@@ -285,7 +315,10 @@ class LayoutWriter:
                 raise BlobMismatchError(digest, f"blob {digest} did not verify "
                                         f"({actual_size} bytes, sha256:{hasher.hexdigest()})")
         except BaseException:
-            raw.close()
+            if self.durable:  # the syncer may be flushing it: it closes it when done
+                self._syncer.drop(raw, path)
+            else:
+                raw.close()
             path.unlink(missing_ok=True)
             raise
         if self.durable:
