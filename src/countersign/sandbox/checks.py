@@ -137,8 +137,10 @@ def dynamic(rootfs: Path, report: Path) -> int:
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     findings: list[dict[str, object]] = []
     probes = 0
+    failed: set[int] = set()  # the probes that found something
 
     def finding(rule: str, severity: str, message: str, cwe: int, url: str) -> None:
+        failed.add(probes)
         findings.append({"rule": rule, "severity": severity, "message": message,
                          "cwe": cwe, "url": url})
 
@@ -158,6 +160,7 @@ def dynamic(rootfs: Path, report: Path) -> int:
         probes += 1
         if status != 200 or b"countersign" not in body:
             finding("service-unavailable", "high", f"GET / answered {status}", 703, base + "/")
+        probes += 1
         if "x-content-type-options" not in headers:
             finding("missing-x-content-type-options", "low",
                     "responses do not carry X-Content-Type-Options: nosniff", 693, base + "/")
@@ -189,7 +192,8 @@ def dynamic(rootfs: Path, report: Path) -> int:
     report.write_text(json.dumps({"tool": {"name": "countersign-sandbox-http-probe",
                                            "version": "1"},
                                   "findings": findings,
-                                  "tests": {"run": probes, "failures": 0}}, indent=2))
+                                  "tests": {"run": probes, "failures": len(failed)}},
+                                 indent=2))
     return 1 if findings else 0
 
 
