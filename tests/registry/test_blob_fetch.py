@@ -463,3 +463,33 @@ def test_a_failed_fsync_leaves_the_destination_untouched(
         _write_layout(dest, [b"{}", b"layer"])
     assert not (dest / "index.json").exists()
     assert [p.name for p in tmp_path.iterdir()] == []
+
+
+def test_a_large_durable_blob_is_flushed_while_it_is_written(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    flushed: list[int] = []
+    real = os.fdatasync
+
+    def fdatasync(fd: int) -> None:
+        flushed.append(os.fstat(fd).st_size)
+        real(fd)
+
+    monkeypatch.setattr("countersign.registry.layout.os.fdatasync", fdatasync)
+    monkeypatch.setattr("countersign.registry.layout.SYNC_EVERY", 1 << 20)
+    data = os.urandom(6 << 20)
+    digest = str(oci.digest_of(data))
+    open_before = len(os.listdir("/proc/self/fd"))
+    with LayoutWriter(tmp_path / "out") as writer:
+        with writer.blob(digest, len(data)) as handle:
+            for start in range(0, len(data), PIECE_SIZE):
+                handle.write(memoryview(data)[start:start + PIECE_SIZE])
+        with pytest.raises(LayoutError, match="did not verify"), \
+                writer.blob(str(oci.digest_of(b"other")), 5) as handle:
+            for start in range(0, len(data), PIECE_SIZE):  # the wrong bytes, flushed too
+                handle.write(memoryview(data)[start:start + PIECE_SIZE])
+        writer.commit(LayoutDescriptor(oci.OCI_MANIFEST, digest, len(data), {}), None)
+    assert flushed  # some flushes came while the file was still growing
+    assert min(flushed) < len(data)
+    assert (tmp_path / "out" / "blobs" / "sha256" / digest.split(":")[1]).read_bytes() == data
+    assert not (tmp_path / "out" / "blobs" / "sha256" / oci.digest_of(b"other").hex).exists()
+    assert len(os.listdir("/proc/self/fd")) == open_before  # every staged file closed
