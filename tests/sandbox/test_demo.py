@@ -57,6 +57,18 @@ def test_the_demo_passes_every_step_and_leaves_nothing_running(sandbox_dir: Path
     assert not list(scratch.iterdir())
 
 
+def test_a_failing_step_exits_1_naming_it_and_stops_what_it_started(sandbox_dir: Path) -> None:
+    for deb in (sandbox_dir / "debs").iterdir():
+        deb.write_bytes(b"this is not a Debian package")
+    result = run_cli("sandbox", "demo", "--dir", str(sandbox_dir), timeout=120)
+    assert result.returncode == 1
+    assert "FAILED: step 1 (an unsigned image is refused (Figure 5)) failed" in result.stderr
+    assert "expected: the step to run" in result.stderr
+    assert "no ar header" in result.stderr and "Traceback" not in result.stderr
+    assert "stopped registry (stopped), trust-server (stopped)" in result.stdout
+    assert processes_mentioning(str(sandbox_dir)) == []
+
+
 class StrictDemo(Demo):
     """The scenario with a static stage that allows no finding at all: bandit's lows fail it."""
 
