@@ -23,11 +23,12 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from countersign._asgi import BodyError, Receive, Scope, Send, header, lifespan, read_body, respond
 from countersign.assure.gate import Decision, decide
 from countersign.assure.policy import Policy
 from countersign.assure.webhook import (
@@ -48,11 +49,6 @@ from countersign.client.remote import NotaryRemote
 from countersign.client.updater import Updater
 from countersign.registry.client import RegistryClient
 from countersign.registry.transfer import ImageReference
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 
 log = logging.getLogger("countersign.webhook")
 
@@ -95,20 +91,14 @@ class WebhookApp:
         except Exception:  # never a 5xx with a traceback: a refusal that says so
             log.exception("unexpected failure handling a request")
             status, body = 400, _error("the request could not be handled")
-        await send({"type": "http.response.start", "status": status, "headers": [
-            (b"content-type", JSON), (b"content-length", str(len(body)).encode()),
-            (b"cache-control", b"no-store")]})
-        await send({"type": "http.response.body", "body": body})
+        await respond(send, status, body, [(b"content-type", JSON),
+                                           (b"cache-control", b"no-store")])
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                self.close()
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+        async def shutdown() -> None:
+            self.close()
+
+        await lifespan(receive, send, shutdown)
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
@@ -127,7 +117,7 @@ class WebhookApp:
                                  f"to {' or '.join(routes)})", status=404)
         if method != "POST":
             raise AdmissionError(f"{method} {path}: POST an AdmissionReview", status=405)
-        content_type = _header(scope, b"content-type")
+        content_type = header(scope, b"content-type")
         if content_type is not None and content_type.split(";")[0].strip().lower() not in (
                 "application/json", ""):
             raise AdmissionError(f"content type {content_type[:100]!r} is not application/json",
@@ -137,27 +127,10 @@ class WebhookApp:
         return 200, json.dumps(review, separators=(",", ":")).encode()
 
     async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
-        limit = self.max_body
-        declared = _header(scope, b"content-length")
-        if declared is not None:
-            if not declared.isdigit():
-                raise AdmissionError("Content-Length is not a number")
-            if int(declared) > limit:
-                raise AdmissionError(f"the body of {declared} bytes is over the limit of "
-                                     f"{limit} bytes", status=413)
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise AdmissionError("the client went away before the body ended")
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                raise AdmissionError(f"the body is over the limit of {limit} bytes", status=413)
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                return b"".join(chunks)
+        try:
+            return await read_body(scope, receive, self.max_body)
+        except BodyError as exc:
+            raise AdmissionError(str(exc), status=413 if exc.too_large else 400) from None
 
     # --- reviews ---------------------------------------------------------------
     async def review(self, body: bytes, *, mutate: bool) -> dict[str, Any]:
@@ -198,13 +171,6 @@ class WebhookApp:
             return outcome
         finally:
             self._pending.pop(key, None)
-
-
-def _header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope.get("headers", ()):
-        if key == name:
-            return bytes(value).decode("latin-1")
-    return None
 
 
 def _error(message: str) -> bytes:

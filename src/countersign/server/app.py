@@ -16,11 +16,11 @@ import json
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 from urllib.parse import parse_qs
 
+from countersign._asgi import BodyError, Receive, Scope, Send, header, lifespan, read_body, respond
 from countersign.errors import CountersignError
 from countersign.server import auth, multipart
 from countersign.server.apierrors import APIError, ValidationFailure
@@ -45,11 +45,6 @@ from countersign.tuf import ROOT, Metadata, PublicKey, Root
 from countersign.tuf.canonical import go_string
 from countersign.tuf.metadata import is_role_name
 from countersign.tuf.timefmt import GoTime
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 
 log = logging.getLogger("countersign.server")
 
@@ -190,21 +185,14 @@ class TrustServer:
         self.metrics.observe(matched.name, method, response.status, time.perf_counter() - start)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await asyncio.to_thread(self.storage.close)
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+        async def shutdown() -> None:
+            await asyncio.to_thread(self.storage.close)
+
+        await lifespan(receive, send, shutdown)
 
     @staticmethod
     async def _send(send: Send, response: _Response) -> None:
-        headers = [(b"content-length", str(len(response.body)).encode()), *response.headers]
-        await send({"type": "http.response.start", "status": response.status,
-                    "headers": headers})
-        await send({"type": "http.response.body", "body": response.body})
+        await respond(send, response.status, response.body, response.headers)
 
     @staticmethod
     def _error(error: APIError) -> _Response:
@@ -247,18 +235,14 @@ class TrustServer:
     async def _authorize(self, matched: Route, method: str, scope: Scope) -> None:
         if self.authorizer is None:
             return
-        header = None
-        for key, value in scope.get("headers", ()):
-            if key == b"authorization":
-                header = value.decode("latin-1")
-                break
+        authorization = header(scope, b"authorization")
         operation = _operation(matched, method)
         required = auth.required_access(operation, matched.gun if operation != "NotFound"
                                         else None)
         if not required:
             return
         try:
-            await asyncio.to_thread(self.authorizer.authorize, header, required)
+            await asyncio.to_thread(self.authorizer.authorize, authorization, required)
         except auth.AuthenticationRequired as exc:
             raise _Unauthorized(exc.status, exc.body, exc.challenge) from None
 
@@ -344,33 +328,16 @@ class TrustServer:
     # --- writes ----------------------------------------------------------------
     async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
         limit = self.config.max_body
-        for key, value in scope.get("headers", ()):
-            if key == b"content-length":
-                try:
-                    if int(value) > limit:
-                        raise APIError("TOO_LARGE", f"the limit is {limit} bytes")
-                except ValueError:
-                    raise APIError("MALFORMED_UPLOAD") from None
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise APIError("MALFORMED_UPLOAD")
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                raise APIError("TOO_LARGE", f"the limit is {limit} bytes")
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                return b"".join(chunks)
+        try:
+            return await read_body(scope, receive, limit)
+        except BodyError as exc:
+            if exc.too_large:
+                raise APIError("TOO_LARGE", f"the limit is {limit} bytes") from None
+            raise APIError("MALFORMED_UPLOAD") from None
 
     async def _update(self, gun: str, scope: Scope, receive: Receive) -> _Response:
         body = await self._read_body(scope, receive)
-        content_type = ""
-        for key, value in scope.get("headers", ()):
-            if key == b"content-type":
-                content_type = value.decode("latin-1")
+        content_type = header(scope, b"content-type") or ""
         try:
             parts = multipart.parse(body, content_type)
         except multipart.MultipartError:
