@@ -389,7 +389,8 @@ def summarise_profile(main: pstats.Stats, wall: float,
             "waiting for data (the network is behind)": ("'get' of '_queue.SimpleQueue'",),
         },
         "countersign-fsync": {
-            "fsync": ("posix.fsync",),
+            "fsync at the end of each blob": ("posix.fsync",),
+            "fdatasync while a blob grows (every 32 MiB)": ("posix.fdatasync",),
             "idle (waiting for the next file)": ("'get' of '_queue.SimpleQueue'",),
         },
     }
