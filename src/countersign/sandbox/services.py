@@ -236,6 +236,9 @@ class Sandbox:
                 for name in SERVICES:
                     if statuses[name].state == "running":
                         continue
+                    stale = statuses[name].pid
+                    if stale is not None:
+                        procs.reap(stale)  # collects it if it was a child of this process
                     self.pid_file(name).unlink(missing_ok=True)
                     if not _wait_port_free(ports[name]):
                         raise SandboxError(
