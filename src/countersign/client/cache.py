@@ -8,6 +8,7 @@ the floors below which nothing is accepted again.
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 from pathlib import Path
 
@@ -47,8 +48,15 @@ class MetadataCache:
         return data if len(data) <= MAX_METADATA_BYTES else None
 
     def store(self, role: str, data: bytes) -> None:
-        """Write atomically: a crash leaves the old file or the new one, never half of one."""
+        """Write atomically: a crash leaves the old file or the new one, never half of one.
+
+        A file that already holds exactly ``data`` is left alone: most refreshes
+        re-trust unchanged files, and rewriting (and fsyncing) them would cost a
+        disk flush each for nothing.
+        """
         path = self.path(role)
+        if self._holds(path, data):
+            return
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
         try:
@@ -61,6 +69,18 @@ class MetadataCache:
         except OSError as exc:
             Path(tmp).unlink(missing_ok=True)
             raise CountersignError(f"cannot write cached {path}: {exc.strerror}") from None
+
+    @staticmethod
+    def _holds(path: Path, data: bytes) -> bool:
+        """Whether ``path`` is a regular file whose bytes are exactly ``data``."""
+        try:
+            info = path.stat()
+            if not stat.S_ISREG(info.st_mode) or info.st_size != len(data):
+                return False
+            with path.open("rb") as handle:
+                return handle.read(len(data) + 1) == data
+        except OSError:
+            return False  # missing or unreadable: write it
 
     def remove(self, role: str) -> None:
         self.path(role).unlink(missing_ok=True)

@@ -10,6 +10,12 @@ fails verification, the root is updated (one rotation at a time through
 A cached root that has expired is replaced by the server's newer root, checked
 against the trust pinning as well as the old root (as notary does); if the
 server has none, the update fails: an expired root is never trusted.
+
+Files already verified in this process (the same bytes under the same parent)
+are not parsed and verified again (:mod:`countersign.client.verified`); their
+pinned hashes, rollback floors and expiry are checked on every refresh, and the
+timestamp is always fetched. A cached file whose bytes did not change is not
+rewritten.
 """
 
 from __future__ import annotations
@@ -20,6 +26,17 @@ from dataclasses import dataclass
 from countersign.client.cache import MetadataCache
 from countersign.client.pinning import TrustPinning
 from countersign.client.remote import MAX_ROOT, MAX_TIMESTAMP, NotaryRemote
+from countersign.client.verified import (
+    PROCESS_MEMO,
+    VerifiedMemo,
+    report,
+    trusted_root,
+    update_delegation,
+    update_snapshot,
+    update_targets,
+    update_timestamp,
+    version_of,
+)
 from countersign.errors import (
     CountersignError,
     ExpiredMetadataError,
@@ -37,7 +54,7 @@ from countersign.tuf.metadata import (
     Metadata,
     is_role_name,
 )
-from countersign.tuf.repository import RepositoryReport, SignedTarget, report_of
+from countersign.tuf.repository import RepositoryReport, SignedTarget
 from countersign.tuf.timefmt import GoTime
 from countersign.tuf.trusted import TrustedState
 
@@ -66,12 +83,13 @@ class Updater:
 
     def __init__(self, gun: str, remote: NotaryRemote, cache: MetadataCache,
                  pinning: TrustPinning | None = None, *,
-                 now: _dt.datetime | None = None) -> None:
+                 now: _dt.datetime | None = None, memo: VerifiedMemo | None = None) -> None:
         self.gun = gun
         self.remote = remote
         self.cache = cache
         self.pinning = pinning or TrustPinning()
         self.now = now
+        self.memo = PROCESS_MEMO if memo is None else memo
 
     def _now(self) -> _dt.datetime:
         return self.now or _dt.datetime.now(_dt.UTC)
@@ -88,7 +106,7 @@ class Updater:
             if not data:
                 continue
             try:
-                floors[role] = Metadata.from_bytes(data, role=role).signed.version
+                floors[role] = version_of(role, data, self.memo)
             except CountersignError:
                 continue  # an unreadable cache entry sets no floor
         return floors
@@ -98,8 +116,8 @@ class Updater:
         cached = self.cache.load(ROOT)
         if cached is not None:
             try:
-                state = TrustedState.from_trusted_root(self.gun, cached, now=self._now(),
-                                                       floors=self._floors())
+                state = trusted_root(self.gun, cached, now=self._now(),
+                                     floors=self._floors(), memo=self.memo)
             except CountersignError as exc:
                 raise VerificationError(
                     f"the cached root of {self.gun} cannot be trusted: {exc.message}",
@@ -142,16 +160,16 @@ class Updater:
             state.warnings.append(f"error while downloading remote metadata ({exc.message}); "
                                   "using the cached timestamp")
             data = cached
-        state.update_timestamp(data)
+        update_timestamp(state, data, self.memo)
         self.cache.store(TIMESTAMP, data)
         data = self._fetch_pinned(SNAPSHOT, state.snapshot_meta())
-        state.update_snapshot(data)
+        update_snapshot(state, data, self.memo)
         self.cache.store(SNAPSHOT, data)
         meta = state.role_meta(TARGETS)
         if meta is None:
             raise VerificationError("the snapshot does not list targets")
         data = self._fetch_pinned(TARGETS, meta)
-        state.update_targets(data)
+        update_targets(state, data, self.memo)
         self.cache.store(TARGETS, data)
         stack = list(reversed(state.children(TARGETS)))
         while stack:  # pre-order, as notary walks delegations
@@ -160,7 +178,7 @@ class Updater:
             if meta is None:
                 continue
             data = self._fetch_pinned(role, meta)
-            if state.update_delegation(role, data) is None:
+            if update_delegation(state, role, data, self.memo) is None:
                 continue
             self.cache.store(role, data)
             stack.extend(reversed(state.children(role)))
@@ -215,4 +233,4 @@ class Updater:
             if not self._update_root(state):
                 raise first from None
             self._attempt(state)
-        return Refreshed(state, report_of(state))
+        return Refreshed(state, report(state, self.memo))
