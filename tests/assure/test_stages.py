@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import shutil
 import sys
 from pathlib import Path
@@ -84,3 +85,25 @@ def test_checks_that_do_not_report(tmp_path: Path) -> None:
                           environ={})
     with pytest.raises(StageError, match="wrote no report"):
         run_stage(policy.stage("s"), IMAGE)
+
+
+def test_key_passphrases_never_reach_the_check(tmp_path: Path) -> None:
+    """The tool a stage runs sees the environment, but no key passphrase."""
+    from countersign.assure.stages import run_check
+
+    dump = (f'[{sys.executable!r}, "-c", "import json,os,sys; '
+            f'json.dump(dict(os.environ), open(sys.argv[1], \'w\'))", "{{report}}"]')
+    stage = (f"  - name: s\n    role: targets/s\n    key: s\n"
+             f"    check: {{command: {dump}, format: json, env: {{CHECK_OWN: \"yes\"}}}}\n"
+             f"    pass: {{max_severity: medium}}\n")
+    policy = parse_policy(_policy(tmp_path, stage).read_text(), tmp_path / "policy.yaml",
+                          environ={})
+    environ = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path),
+               "COUNTERSIGN_TARGETS_PASSPHRASE": "t0p", "NOTARY_DELEGATION_PASSPHRASE": "d3l",
+               "DOCKER_CONTENT_TRUST_REPOSITORY_PASSPHRASE": "r3p",
+               "COUNTERSIGN_SIGNER_PASSPHRASE": "s1g", "countersign_key_passphrase": "l0w"}
+    data, status = run_check(policy.stage("s"), IMAGE, environ=environ)
+    seen = json.loads(data)
+    assert status == 0
+    assert seen["PATH"] == "/usr/bin:/bin" and seen["CHECK_OWN"] == "yes"
+    assert not [name for name in seen if name.upper().endswith("_PASSPHRASE")]

@@ -65,6 +65,17 @@ def load_suppressions(stage: Stage, image: str) -> list[Suppression]:
     return found
 
 
+def check_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """What a check command inherits: everything but key passphrases.
+
+    The stage's signing key is unlocked by countersign, never by the tool it runs
+    (a scanner, a fuzzer, a script): ``*_PASSPHRASE`` variables (countersign's,
+    notary's and docker's) stay out of its environment; ``check.env`` can still
+    set one on purpose.
+    """
+    return {k: v for k, v in environ.items() if not k.upper().endswith("_PASSPHRASE")}
+
+
 def run_check(stage: Stage, image: str, *, environ: Mapping[str, str] | None = None,
               workdir: Path | None = None) -> tuple[bytes, int]:
     """Run the check; the report's bytes and the command's exit status.
@@ -76,7 +87,7 @@ def run_check(stage: Stage, image: str, *, environ: Mapping[str, str] | None = N
     with tempfile.TemporaryDirectory(prefix=f"countersign-{stage.name}-") as tmp:
         report_path = Path(tmp) / f"report.{check.format}"
         argv = list(check.render(report=str(report_path), image=image))
-        env = dict(os.environ if environ is None else environ)
+        env = check_environment(os.environ if environ is None else environ)
         env.update(dict(check.env))
         cwd = check.cwd or workdir
         try:
