@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import datetime as dt
 import sys
+import threading
 from pathlib import Path
 
+import httpx
 import pytest
 from images import write_layout
 from inprocess import ASGIFetcher
 
+from countersign.assure.evidence import EvidenceCache, EvidenceError, load_and_check
 from countersign.assure.gate import assure_stage, decide
 from countersign.assure.policy import parse_policy
 from countersign.client.cache import MetadataCache
@@ -170,3 +173,137 @@ def test_tampered_evidence_is_refused(world) -> None:  # type: ignore[no-untyped
     assert not decision.allowed
     verdict = next(v for v in decision.stages if v.stage == "static-tested")
     assert verdict.state == "bad-evidence"
+
+
+# --- verified evidence remembered, and fetched concurrently ---------------------------
+
+
+def _evidence_requests(registry: MemoryRegistry) -> list[str]:
+    return [r.url.path for r in registry.requests
+            if "/manifests/" in r.url.path or "/blobs/" in r.url.path]
+
+
+def test_verified_evidence_is_not_fetched_again_but_freshness_is_checked(world) -> None:  # type: ignore[no-untyped-def]
+    policy = _policy(world["tmp"])
+    _run_all(world, policy)
+    registry, cache = world["registry"], EvidenceCache()
+    updater = Updater(world["ref"].gun, NotaryRemote(ASGIFetcher(world["app"]),
+                                                       world["ref"].gun),
+                      MetadataCache(world["tmp"] / "gate", world["ref"].gun))
+    registry.requests.clear()
+    assert decide(policy, world["ref"], updater=updater, client=world["client"],
+                  evidence=cache).allowed
+    assert len(_evidence_requests(registry)) == 6  # 3 referrers, 3 envelopes
+    assert len(cache) == 3
+    registry.requests.clear()
+    decision = decide(policy, world["ref"], updater=updater, client=world["client"],
+                      evidence=cache)
+    assert decision.allowed and _evidence_requests(registry) == []
+    # max_age is still applied to remembered evidence
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(days=8)
+    decision = decide(policy, world["ref"], updater=updater, client=world["client"],
+                      now=later, evidence=cache)
+    assert not decision.allowed and {v.state for v in decision.stages} == {"stale"}
+    # a revoked stage is denied although its evidence is remembered
+    party, _ = world["stages"]["fuzz-tested"]
+    party.revoke_tag("1.0", roles=["targets/fuzz-tested"])
+    decision = decide(policy, world["ref"], updater=updater, client=world["client"],
+                      evidence=cache)
+    assert [v.stage for v in decision.stages if v.state != "passed"] == ["fuzz-tested"]
+    # without a cache, every decision fetches the evidence
+    registry.requests.clear()
+    decide(policy, world["ref"], updater=updater, client=world["client"], evidence=None)
+    assert len(_evidence_requests(registry)) == 4
+
+
+def test_remembered_evidence_counts_only_for_the_keys_it_was_verified_with(world) -> None:  # type: ignore[no-untyped-def]
+    policy = _policy(world["tmp"])
+    results = _run_all(world, policy)
+    cache = EvidenceCache()
+    _, key = world["stages"]["static-tested"]
+    digest = _gate(world, policy).digest
+    assert digest is not None
+    subject = digest.removeprefix("sha256:")
+    evidence = str(results["static-tested"].evidence)
+    repository = world["ref"].repository
+    load_and_check(world["client"], repository, evidence, subject_hex=subject,
+                   stage="static-tested", keys=[key.public_key], cache=cache)
+    assert len(cache) == 1
+    other = PrivateKey.generate().public_key
+    with pytest.raises(EvidenceError, match="not signed by a key of its role"):
+        load_and_check(world["client"], repository, evidence, subject_hex=subject,
+                       stage="static-tested", keys=[other], cache=cache)
+    with pytest.raises(EvidenceError, match="does not record stage dynamic-tested"):
+        load_and_check(world["client"], repository, evidence, subject_hex=subject,
+                       stage="dynamic-tested", keys=[key.public_key], cache=cache)
+    assert len(cache) == 1  # failures are not remembered
+
+
+def test_the_evidence_cache_is_bounded() -> None:
+    cache = EvidenceCache(max_entries=2)
+    for i in range(3):
+        cache.put(i, {"stage": str(i)})
+    assert len(cache) == 2 and cache.get(0) is None and cache.get(2) == {"stage": "2"}
+    found = cache.get(2)
+    assert found is not None
+    found["stage"] = "changed"  # callers get a copy
+    assert cache.get(2) == {"stage": "2"}
+    EvidenceCache(max_entries=0).put(1, {})
+    with pytest.raises(ValueError, match="must not be negative"):
+        EvidenceCache(max_entries=-1)
+
+
+def _hold_evidence(world, results, handle) -> None:  # type: ignore[no-untyped-def]
+    """Answer the referrer manifests of ``results`` through ``handle`` first."""
+    registry = world["registry"]
+    digests = {str(r.evidence) for r in results.values()}
+
+    def responder(request: httpx.Request) -> httpx.Response:
+        handle()
+        with registry._lock:
+            return registry._route(request)
+
+    registry.intercept(lambda r: r.method == "GET" and r.url.path.rsplit("/", 1)[-1]
+                       in digests, responder)
+
+
+def test_the_stages_evidence_is_fetched_at_once(world) -> None:  # type: ignore[no-untyped-def]
+    policy = _policy(world["tmp"])
+    results = _run_all(world, policy)
+    # each referrer request waits for the other two: fetched one after another, they
+    # would never meet and the barrier would break
+    barrier = threading.Barrier(len(STAGES), timeout=20)
+    _hold_evidence(world, results, barrier.wait)
+    updater = Updater(world["ref"].gun, NotaryRemote(ASGIFetcher(world["app"]),
+                                                       world["ref"].gun),
+                      MetadataCache(world["tmp"] / "gate", world["ref"].gun))
+    decision = decide(policy, world["ref"], updater=updater, client=world["client"],
+                      evidence=EvidenceCache())
+    assert decision.allowed, decision.reasons
+    assert not barrier.broken
+
+
+def test_evidence_fetches_are_bounded_by_workers(world) -> None:  # type: ignore[no-untyped-def]
+    policy = _policy(world["tmp"])
+    results = _run_all(world, policy)
+    lock, state = threading.Lock(), {"now": 0, "most": 0}
+
+    def handle() -> None:
+        with lock:
+            state["now"] += 1
+            state["most"] = max(state["most"], state["now"])
+        threading.Event().wait(0.05)  # hold the request so that others could overlap
+        with lock:
+            state["now"] -= 1
+
+    _hold_evidence(world, results, handle)
+    updater = Updater(world["ref"].gun, NotaryRemote(ASGIFetcher(world["app"]),
+                                                       world["ref"].gun),
+                      MetadataCache(world["tmp"] / "gate", world["ref"].gun))
+    assert decide(policy, world["ref"], updater=updater, client=world["client"],
+                  evidence=EvidenceCache(), workers=2).allowed
+    assert state["most"] == 2
+    state["most"] = 0
+    assert decide(policy, world["ref"], updater=updater, client=world["client"],
+                  evidence=None, workers=1).allowed
+    assert state["most"] == 1

@@ -5,13 +5,22 @@ The statement's subject is the image manifest's digest; its predicate summarises
 the stage's results (what the evaluation recorded, deterministic). The target the
 stage signs in its delegation points at the referrer's digest through ``custom``,
 so the signed trust data and the stored evidence bind each other.
+
+Evidence is content-addressed (the stage's signature names the referrer by
+digest, and the referrer names the envelope by digest), so once it has been
+verified for an image, a stage and a set of keys, that result cannot change:
+:class:`EvidenceCache` keeps it in memory and the gate skips the registry for it.
 """
 
 from __future__ import annotations
 
 import base64
+import copy
 import datetime as _dt
 import json
+import threading
+from collections import OrderedDict
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -96,9 +105,80 @@ def store(client: RegistryClient, repository: str, subject_digest: str, subject_
     return StoredEvidence(str(digest), str(envelope_digest))
 
 
+class EvidenceCache:
+    """Verified evidence (its predicate) by everything it was verified against; bounded LRU.
+
+    Thread-safe: the webhook's workers share one. ``max_entries=0`` keeps nothing.
+    """
+
+    def __init__(self, max_entries: int = 1024) -> None:
+        if max_entries < 0:
+            raise ValueError("max_entries must not be negative")
+        self.max_entries = max_entries
+        self._entries: OrderedDict[Hashable, dict[str, Any]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: Hashable) -> dict[str, Any] | None:
+        with self._lock:
+            found = self._entries.get(key)
+            if found is None:
+                return None
+            self._entries.move_to_end(key)
+        return copy.deepcopy(found)
+
+    def put(self, key: Hashable, predicate: dict[str, Any]) -> None:
+        if self.max_entries == 0:
+            return
+        kept = copy.deepcopy(predicate)
+        with self._lock:
+            self._entries[key] = kept
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+#: the cache the gate uses unless given its own
+PROCESS_EVIDENCE = EvidenceCache()
+
+
+def evidence_key(client: RegistryClient, repository: str, evidence_digest: str, *,
+                 subject_hex: str, stage: str, keys: Sequence[PublicKey]) -> Hashable:
+    """What a verified result depends on: where, which referrer, which image, stage and keys."""
+    return (client.registry, repository, evidence_digest, subject_hex, stage,
+            frozenset((k.canonical_key_id, k.method) for k in keys))
+
+
 def load_and_check(client: RegistryClient, repository: str, evidence_digest: str, *,
-                   subject_hex: str, stage: str, keys: list[PublicKey]) -> dict[str, Any]:
-    """Fetch the evidence, check its manifest, envelope signature and statement; the predicate."""
+                   subject_hex: str, stage: str, keys: list[PublicKey],
+                   cache: EvidenceCache | None = None) -> dict[str, Any]:
+    """Fetch the evidence, check its manifest, envelope signature and statement; the predicate.
+
+    With ``cache``, evidence verified before against the same image, stage and keys is
+    not fetched again, and newly verified evidence is remembered.
+    """
+    key = None
+    if cache is not None:
+        key = evidence_key(client, repository, evidence_digest, subject_hex=subject_hex,
+                           stage=stage, keys=keys)
+        known = cache.get(key)
+        if known is not None:
+            return known
+    predicate = _load_and_check(client, repository, evidence_digest, subject_hex=subject_hex,
+                                stage=stage, keys=keys)
+    if cache is not None and key is not None:
+        cache.put(key, predicate)
+    return predicate
+
+
+def _load_and_check(client: RegistryClient, repository: str, evidence_digest: str, *,
+                    subject_hex: str, stage: str, keys: list[PublicKey]) -> dict[str, Any]:
     try:
         raw = client.get_manifest(repository, evidence_digest).verify(evidence_digest)
         manifest = json.loads(raw.data)
@@ -134,13 +214,15 @@ def load_and_check(client: RegistryClient, repository: str, evidence_digest: str
         signed = json.loads(payload)
         subjects = signed["subject"]
         predicate = signed["predicate"]
+        if not isinstance(subjects, list) or not isinstance(predicate, dict):
+            raise TypeError("subject must be a list and predicate an object")
     except (ValueError, KeyError, TypeError):
         raise EvidenceError(f"evidence {evidence_digest}: not an in-toto statement") from None
     if signed.get("_type") != STATEMENT_TYPE or signed.get("predicateType") != PREDICATE_TYPE:
         raise EvidenceError(f"evidence {evidence_digest}: not a countersign stage statement")
-    if not any(s.get("digest", {}).get("sha256") == subject_hex for s in subjects
-               if isinstance(s, dict)):
+    if not any(isinstance(s.get("digest"), dict) and s["digest"].get("sha256") == subject_hex
+               for s in subjects if isinstance(s, dict)):
         raise EvidenceError(f"evidence {evidence_digest} does not name the image digest")
     if predicate.get("stage") != stage or predicate.get("passed") is not True:
         raise EvidenceError(f"evidence {evidence_digest} does not record stage {stage} passing")
-    return predicate  # type: ignore[no-any-return]
+    return predicate

@@ -8,15 +8,26 @@ resolved through trust to the digest being delivered, and each required stage
 must have signed that digest (a threshold of its role's distinct keys, which
 the trusted state already checked), recently enough, with evidence that
 verifies; the distinct keys of the passing stages are counted once each.
+Evidence that verified before is remembered by digest (it cannot change); the
+rest is fetched for all stages at once, on a few threads.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from countersign.assure.evidence import envelope, load_and_check, statement, store
+from countersign.assure.evidence import (
+    PROCESS_EVIDENCE,
+    EvidenceCache,
+    envelope,
+    evidence_key,
+    load_and_check,
+    statement,
+    store,
+)
 from countersign.assure.policy import Policy, Stage
 from countersign.assure.stages import StageRun, run_stage
 from countersign.client.repository import TrustRepository
@@ -25,7 +36,7 @@ from countersign.errors import CountersignError
 from countersign.registry.client import RegistryClient
 from countersign.registry.oci import digest_of
 from countersign.registry.transfer import ImageReference
-from countersign.tuf import FileMeta, PrivateKey
+from countersign.tuf import FileMeta, PrivateKey, PublicKey
 from countersign.tuf.metadata import parent_role
 from countersign.tuf.timefmt import GoTime
 
@@ -92,9 +103,21 @@ class Decision:
         }
 
 
+#: at most this many evidence fetches of one decision run at once
+EVIDENCE_WORKERS = 4
+
+
 def decide(policy: Policy, ref: ImageReference, *, updater: Updater,
-           client: RegistryClient | None, now: _dt.datetime | None = None) -> Decision:
-    """Allow the image only if the policy's stages signed its exact digest, fresh, with evidence."""
+           client: RegistryClient | None, now: _dt.datetime | None = None,
+           evidence: EvidenceCache | None = PROCESS_EVIDENCE,
+           workers: int = EVIDENCE_WORKERS) -> Decision:
+    """Allow the image only if the policy's stages signed its exact digest, fresh, with evidence.
+
+    The trust data is refreshed (the timestamp fetched) and every stage's signature,
+    signing time and ``max_age`` checked on every call; only the evidence, which is
+    content-addressed, comes from ``evidence`` when it verified before. The stages
+    whose evidence must be fetched are fetched at once, on up to ``workers`` threads.
+    """
     when = now or _dt.datetime.now(_dt.UTC)
     tag = ref.tag or "latest"
     refreshed = updater.refresh()
@@ -109,8 +132,17 @@ def decide(policy: Policy, ref: ImageReference, *, updater: Updater,
         return Decision(str(ref), f"sha256:{digest_hex}", False,
                         [f"the signed digest of {tag} is not {ref.digest}"], [], 0, stamp)
     verdicts: list[StageVerdict] = []
+    pending: list[tuple[StageVerdict, list[PublicKey]]] = []
     for stage in policy.stages:
-        verdicts.append(_verdict(stage, state, tag, digest_hex, policy, client, ref, when))
+        verdict, keys = _verdict(stage, state, tag, digest_hex, policy, when)
+        verdicts.append(verdict)
+        if keys is not None:
+            if client is None:
+                verdict.state, verdict.reason = "passed", ""
+            else:
+                pending.append((verdict, keys))
+    if client is not None and pending:
+        _check_evidence(pending, client, ref.repository, digest_hex, evidence, workers)
     passed = {v.stage for v in verdicts if v.state == "passed"}
     rule = policy.deliver
     required = list(rule.require)
@@ -135,20 +167,21 @@ def decide(policy: Policy, ref: ImageReference, *, updater: Updater,
 
 
 def _verdict(stage: Stage, state: Any, tag: str, digest_hex: str, policy: Policy,
-             client: RegistryClient | None, ref: ImageReference,
-             when: _dt.datetime) -> StageVerdict:
+             when: _dt.datetime) -> tuple[StageVerdict, list[PublicKey] | None]:
+    """The stage's verdict from the trust data alone; with the role's keys when only the
+    evidence is left to check (the verdict is then still "missing")."""
     verdict = StageVerdict(stage.name, stage.role, "missing")
     trusted = state.roles.get(stage.role)
     if trusted is None:
         verdict.reason = f"{stage.role} has no valid signature in the trust data"
-        return verdict
+        return verdict, None
     target = state.targets_of(stage.role).get(tag)
     if target is None:
         verdict.reason = f"{stage.role} has not signed {tag}"
-        return verdict
+        return verdict, None
     if target.sha256 is None or target.sha256.hex() != digest_hex:
         verdict.reason = f"{stage.role} signed another digest of {tag}"
-        return verdict
+        return verdict, None
     parent = state.roles[parent_role(stage.role)].metadata.signed.delegations
     keys = {k: parent.keys[k] for k in parent.get(stage.role).keyids}
     verdict.signers = sorted({keys[k].canonical_key_id for k in trusted.signatures.signed
@@ -156,23 +189,49 @@ def _verdict(stage: Stage, state: Any, tag: str, digest_hex: str, policy: Policy
     info = target.custom.get("countersign") if isinstance(target.custom, dict) else None
     if not isinstance(info, dict):
         verdict.state, verdict.reason = "bad-evidence", "the signature records no evidence"
-        return verdict
+        return verdict, None
     verdict.signed_at, verdict.evidence = info.get("signed_at"), info.get("evidence")
     try:
         signed_at = GoTime.parse(str(verdict.signed_at)).to_datetime()
     except CountersignError:
         verdict.state, verdict.reason = "bad-evidence", "the signing time is unreadable"
-        return verdict
+        return verdict, None
     if when - signed_at > policy.deliver.max_age:
         verdict.state = "stale"
         verdict.reason = f"signed at {verdict.signed_at}, older than {policy.deliver.max_age}"
-        return verdict
-    if client is not None:
+        return verdict, None
+    return verdict, list(keys.values())
+
+
+def _check_evidence(pending: list[tuple[StageVerdict, list[PublicKey]]],
+                    client: RegistryClient, repository: str, digest_hex: str,
+                    cache: EvidenceCache | None, workers: int) -> None:
+    """Settle each pending verdict on its evidence: remembered ones at once, the rest
+    fetched concurrently (each request keeps the client's timeouts and size limits)."""
+
+    def settle(job: tuple[StageVerdict, list[PublicKey]]) -> None:
+        verdict, keys = job
         try:
-            load_and_check(client, ref.repository, str(verdict.evidence),
-                           subject_hex=digest_hex, stage=stage.name, keys=list(keys.values()))
+            load_and_check(client, repository, str(verdict.evidence), subject_hex=digest_hex,
+                           stage=verdict.stage, keys=keys, cache=cache)
         except CountersignError as exc:
             verdict.state, verdict.reason = "bad-evidence", exc.message
-            return verdict
-    verdict.state, verdict.reason = "passed", ""
-    return verdict
+            return
+        verdict.state, verdict.reason = "passed", ""
+
+    fetch = []
+    for verdict, keys in pending:
+        if cache is not None and cache.get(evidence_key(
+                client, repository, str(verdict.evidence), subject_hex=digest_hex,
+                stage=verdict.stage, keys=keys)) is not None:
+            verdict.state, verdict.reason = "passed", ""
+        else:
+            fetch.append((verdict, keys))
+    if len(fetch) <= 1 or workers <= 1:
+        for job in fetch:
+            settle(job)
+        return
+    with ThreadPoolExecutor(max_workers=min(workers, len(fetch)),
+                            thread_name_prefix="countersign-evidence") as pool:
+        for _ in pool.map(settle, fetch):
+            pass
