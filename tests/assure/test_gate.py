@@ -244,10 +244,13 @@ def test_the_evidence_cache_is_bounded() -> None:
     for i in range(3):
         cache.put(i, {"stage": str(i)})
     assert len(cache) == 2 and cache.get(0) is None and cache.get(2) == {"stage": "2"}
-    found = cache.get(2)
+    assert 1 in cache and 0 not in cache
+    cache.put(3, {})  # 1 was used last, so 2 goes
+    assert 1 in cache and 2 not in cache
+    found = cache.get(1)
     assert found is not None
     found["stage"] = "changed"  # callers get a copy
-    assert cache.get(2) == {"stage": "2"}
+    assert cache.get(1) == {"stage": "1"}
     EvidenceCache(max_entries=0).put(1, {})
     with pytest.raises(ValueError, match="must not be negative"):
         EvidenceCache(max_entries=-1)

@@ -121,6 +121,14 @@ class EvidenceCache:
     def __len__(self) -> int:
         return len(self._entries)
 
+    def __contains__(self, key: object) -> bool:
+        """Whether ``key`` verified before (a use: it becomes the most recent)."""
+        with self._lock:
+            if key not in self._entries:
+                return False
+            self._entries.move_to_end(key)
+            return True
+
     def get(self, key: Hashable) -> dict[str, Any] | None:
         with self._lock:
             found = self._entries.get(key)

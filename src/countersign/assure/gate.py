@@ -221,9 +221,9 @@ def _check_evidence(pending: list[tuple[StageVerdict, list[PublicKey]]],
 
     fetch = []
     for verdict, keys in pending:
-        if cache is not None and cache.get(evidence_key(
+        if cache is not None and evidence_key(
                 client, repository, str(verdict.evidence), subject_hex=digest_hex,
-                stage=verdict.stage, keys=keys)) is not None:
+                stage=verdict.stage, keys=keys) in cache:
             verdict.state, verdict.reason = "passed", ""
         else:
             fetch.append((verdict, keys))
