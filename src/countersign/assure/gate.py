@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime as _dt
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from countersign.assure.evidence import (
@@ -30,6 +31,7 @@ from countersign.assure.evidence import (
 )
 from countersign.assure.policy import Policy, Stage
 from countersign.assure.stages import StageRun, run_stage
+from countersign.client.pinning import TrustPinning, load_trust_pinning
 from countersign.client.repository import TrustRepository
 from countersign.client.updater import RELEASE_ROLES, Updater
 from countersign.errors import CountersignError
@@ -39,6 +41,18 @@ from countersign.registry.transfer import ImageReference
 from countersign.tuf import FileMeta, PrivateKey, PublicKey
 from countersign.tuf.metadata import parent_role
 from countersign.tuf.timefmt import GoTime
+
+
+def pinning_for(policy: Policy, trust_dir: Path) -> TrustPinning:
+    """The trust pinning of every command that runs on a policy (``assure``, ``verify``,
+    the webhook): the policy's ``trust.pinning`` if it has one, else the trust dir's
+    ``config.json``, as for the other commands. The policy travels with the pipeline,
+    so its pins hold wherever it runs, on a fresh trust dir too."""
+    pinned = policy.trust.pinning
+    if pinned is None:
+        return load_trust_pinning(trust_dir / "config.json")
+    return TrustPinning(certs={gun: list(ids) for gun, ids in pinned.certs},
+                        ca=dict(pinned.ca), disable_tofu=pinned.disable_tofu)
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from countersign._asgi import BodyError, Receive, Scope, Send, header, lifespan, read_body, respond
-from countersign.assure.gate import Decision, decide
+from countersign.assure.gate import Decision, decide, pinning_for
 from countersign.assure.policy import Policy
 from countersign.assure.webhook import (
     AdmissionError,
@@ -44,7 +44,6 @@ from countersign.assure.webhook import (
 )
 from countersign.client.cache import MetadataCache
 from countersign.client.http import Credentials, HTTPSFetcher
-from countersign.client.pinning import TrustPinning, load_trust_pinning
 from countersign.client.remote import NotaryRemote
 from countersign.client.updater import Updater
 from countersign.registry.client import RegistryClient
@@ -240,11 +239,3 @@ class PolicyGate:
                 client.close()
             self._registries.clear()
 
-
-def pinning_for(policy: Policy, trust_dir: Path) -> TrustPinning:
-    """The policy's ``trust.pinning`` if it has one, else the trust dir's ``config.json``."""
-    pinned = policy.trust.pinning
-    if pinned is None:
-        return load_trust_pinning(trust_dir / "config.json")
-    return TrustPinning(certs={gun: list(ids) for gun, ids in pinned.certs},
-                        ca=dict(pinned.ca), disable_tofu=pinned.disable_tofu)

@@ -53,6 +53,10 @@ def _load(args: argparse.Namespace) -> Any:
 
 
 def _setup(args: argparse.Namespace, policy: Any) -> tuple[Any, Any, Any]:
+    """The image, its registry client and its trust repository, on the policy's server
+    with the policy's trust pinning (else the trust dir's)."""
+    from countersign.assure.gate import pinning_for
+    from countersign.cli._common import resolve_trust_dir
     from countersign.cli.images import registry_client
     from countersign.cli.trust import repository_for
     from countersign.registry.transfer import ImageReference
@@ -62,7 +66,9 @@ def _setup(args: argparse.Namespace, policy: Any) -> tuple[Any, Any, Any]:
     ref = ImageReference.parse(args.image)
     args.server = policy.trust.server
     args.tls_ca = policy.trust.tls_ca
-    return ref, registry_client(args, ref.registry), repository_for(args, ref.gun)
+    repo = repository_for(args, ref.gun)
+    repo.updater.pinning = pinning_for(policy, resolve_trust_dir(args))
+    return ref, registry_client(args, ref.registry), repo
 
 
 def _stage_key(repo: Any, stage: Any) -> Any:
