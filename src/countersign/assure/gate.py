@@ -15,6 +15,7 @@ rest is fetched for all stages at once, on a few threads.
 from __future__ import annotations
 
 import datetime as _dt
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -241,11 +242,36 @@ def _check_evidence(pending: list[tuple[StageVerdict, list[PublicKey]]],
             verdict.state, verdict.reason = "passed", ""
         else:
             fetch.append((verdict, keys))
-    if len(fetch) <= 1 or workers <= 1:
+    lanes = [fetch[i::max(1, workers)] for i in range(min(max(1, workers), len(fetch)))]
+    if len(lanes) <= 1:
         for job in fetch:
             settle(job)
         return
-    with ThreadPoolExecutor(max_workers=min(workers, len(fetch)),
-                            thread_name_prefix="countersign-evidence") as pool:
-        for _ in pool.map(settle, fetch):
-            pass
+
+    def run(lane: list[tuple[StageVerdict, list[PublicKey]]]) -> None:
+        for job in lane:
+            settle(job)
+
+    # the first lane on this thread, the others on the shared pool: at most ``workers``
+    # requests of this decision at once, and no thread started per decision
+    others = [_evidence_pool().submit(run, lane) for lane in lanes[1:]]
+    try:
+        run(lanes[0])
+    finally:
+        for future in others:
+            future.result()
+
+
+_POOL_LOCK = threading.Lock()
+_POOL: ThreadPoolExecutor | None = None
+#: threads shared by all decisions of the process for evidence fetches
+EVIDENCE_POOL_THREADS = 16
+
+
+def _evidence_pool() -> ThreadPoolExecutor:
+    global _POOL  # noqa: PLW0603 - one pool per process, made on first use
+    with _POOL_LOCK:
+        if _POOL is None:
+            _POOL = ThreadPoolExecutor(max_workers=EVIDENCE_POOL_THREADS,
+                                       thread_name_prefix="countersign-evidence")
+        return _POOL
