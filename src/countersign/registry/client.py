@@ -122,9 +122,7 @@ __all__ = [
 #: Size of the chunks :meth:`RegistryClient.stream_blob` yields and chunked uploads send.
 DEFAULT_CHUNK_SIZE: Final = 1024 * 1024
 #: Size of the pieces :meth:`RegistryClient.fetch_blob` reads and hands on. Larger
-#: pieces gain nothing (the reads are done in C), and on VMs that report free
-#: pages to the host, writes of 1 MiB into new page-cache pages are several times
-#: slower than writes of 512 KiB (BENCHMARKS.md, the pull section).
+#: pieces gain nothing: each is filled by C code, with no Python per socket read.
 PIECE_SIZE: Final = 512 * 1024
 #: Pieces in flight between the network and the caller's ``write`` (one is held back).
 PIECE_DEPTH: Final = 8

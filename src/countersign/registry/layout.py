@@ -43,6 +43,11 @@ MAX_INDEX = 4 << 20
 CHUNK = 1 << 20
 #: A durable blob being written is flushed to disk (in the background) every this many bytes.
 SYNC_EVERY = 32 << 20
+#: Most bytes given to one ``write()``. On VMs that report free pages to the host, large
+#: writes into new page-cache pages are slow once the memory has been free for a few
+#: seconds: 500 MB took 0.36-1.4 s in writes of 512 KiB or 1 MiB, 0.16-0.20 s in writes
+#: of 256 KiB, which cost nothing on warm memory (BENCHMARKS.md, the pull section).
+WRITE_SIZE = 256 << 10
 
 
 class LayoutError(CountersignError):
@@ -166,7 +171,7 @@ class _HashingFile:
     """A file being written whose bytes are hashed on the way, so nothing is read twice.
 
     The file is unbuffered: each ``write`` goes straight to the kernel, from the
-    caller's buffer, without a copy.
+    caller's buffer, without a copy, in writes of at most :data:`WRITE_SIZE`.
     """
 
     def __init__(self, raw: io.FileIO, path: Path, *, hashing: bool = True,
@@ -186,7 +191,7 @@ class _HashingFile:
         count = view.nbytes
         try:
             while view:
-                written = self._raw.write(view)
+                written = self._raw.write(view[:WRITE_SIZE])
                 view = view[written or 0:]
         except OSError as exc:
             raise LayoutError(f"cannot write {self._path}: {exc.strerror or exc}",
