@@ -131,7 +131,7 @@ def decide(policy: Policy, ref: ImageReference, *, updater: Updater,
     The trust data is refreshed (the timestamp fetched) and every stage's signature,
     signing time and ``max_age`` checked on every call; only the evidence, which is
     content-addressed, comes from ``evidence`` when it verified before. The stages
-    whose evidence must be fetched are fetched at once, on up to ``workers`` threads.
+    whose evidence must be fetched are fetched at once, at most ``workers`` at a time.
     """
     when = now or _dt.datetime.now(_dt.UTC)
     tag = ref.tag or "latest"
