@@ -310,3 +310,22 @@ def test_evidence_fetches_are_bounded_by_workers(world) -> None:  # type: ignore
     assert decide(policy, world["ref"], updater=updater, client=world["client"],
                   evidence=None, workers=1).allowed
     assert state["most"] == 1
+
+
+@pytest.mark.parametrize("statement", [
+    {"subject": 5, "predicate": {"stage": "static-tested", "passed": True}},
+    {"subject": [{"digest": "x"}], "predicate": "passed"},
+])
+def test_a_statement_of_the_wrong_shape_is_bad_evidence(world, statement) -> None:  # type: ignore[no-untyped-def]
+    from countersign.assure.evidence import PREDICATE_TYPE, STATEMENT_TYPE, envelope, store
+
+    _, key = world["stages"]["static-tested"]
+    client, ref = world["client"], world["ref"]
+    raw = client.get_manifest(ref.repository, "1.0")
+    data = envelope({"_type": STATEMENT_TYPE, "predicateType": PREDICATE_TYPE, **statement},
+                    key)
+    stored = store(client, ref.repository, str(raw.digest), len(raw.data), raw.media_type,
+                   data, "static-tested")
+    with pytest.raises(EvidenceError, match="not an in-toto statement"):
+        load_and_check(client, ref.repository, stored.digest, subject_hex=raw.digest.hex,
+                       stage="static-tested", keys=[key.public_key], cache=EvidenceCache())
