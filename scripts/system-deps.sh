@@ -5,13 +5,15 @@
 # the CNCF distribution registry (docker-registry) and skopeo, which the registry
 # client tests run against (tests/support/registryserver.py), and the Wapiti web
 # scanner, the dynamic stage's tool in the gate tests (tests/interop/test_stage_tools.py);
-# busybox-static, from which the sandbox tests build the sample image without network.
+# busybox-static, from which the sandbox tests build the sample image without network;
+# strace, which shows a pull's fsyncs (tests/interop/test_pull_fsync.py).
 # Usage: scripts/system-deps.sh   (root installs with apt-get; others get told what to run)
 set -eu
 
 missing=""
 for pair in notary:notary notary-server:notary notary-signer:notary \
-    docker-registry:docker-registry skopeo:skopeo wapiti:wapiti busybox:busybox-static; do
+    docker-registry:docker-registry skopeo:skopeo wapiti:wapiti busybox:busybox-static \
+    strace:strace; do
     cmd=${pair%%:*}
     pkg=${pair#*:}
     if ! command -v "$cmd" >/dev/null 2>&1; then
