@@ -136,10 +136,10 @@ _BY_CHECKSUM = select(tuf_files).where(tuf_files.c.gun == bindparam("gun"),
 _BY_VERSION = select(tuf_files).where(tuf_files.c.gun == bindparam("gun"),
                                       tuf_files.c.role == bindparam("role"),
                                       tuf_files.c.version == bindparam("version"))
-_HIGHEST = (select(tuf_files.c.role, func.max(tuf_files.c.version))
-            .where(tuf_files.c.gun == bindparam("gun"),
-                   tuf_files.c.role.in_(bindparam("roles", expanding=True)))
-            .group_by(tuf_files.c.role))
+# One max per role: SQLite answers each from the (gun, role, version) index in one
+# step, where a GROUP BY over several roles reads every stored version of them.
+_HIGHEST = select(func.max(tuf_files.c.version)).where(
+    tuf_files.c.gun == bindparam("gun"), tuf_files.c.role == bindparam("role"))
 _INSERT_FILE = tuf_files.insert()
 _INSERT_CHANGE = changefeed.insert()
 
@@ -315,7 +315,8 @@ class Storage:
                 roles: Sequence[str], after_timestamp: int | Unset | None,
                 now: _dt.datetime) -> None:
         with self._write(gun) as conn:
-            highest = dict(conn.execute(_HIGHEST, {"gun": gun, "roles": roles}).all())
+            highest = {role: top for role in roles if (top := conn.execute(
+                _HIGHEST, {"gun": gun, "role": role}).scalar()) is not None}
             if not isinstance(after_timestamp, Unset) and \
                     highest.get("timestamp") != after_timestamp:
                 raise VersionConflict("timestamp", highest.get("timestamp") or 0)
