@@ -690,8 +690,8 @@ def machine_meta() -> dict[str, Any]:
         "machine": {"cpu": cpu, "cpus": os.cpu_count(), "mem_gib": round(int(mem) / 2**20, 1),
                     "kernel": platform.release(), "python": platform.python_version()},
         "versions": {
-            "countersign": _version("countersign"), "uvicorn": _version("uvicorn"),
-            "uvloop": _version("uvloop"), "httptools": _version("httptools"),
+            "countersign": _version("countersign"), "granian": _version("granian"),
+            "uvloop": _version("uvloop"),
             "cryptography": _version("cryptography"), "sqlalchemy": _version("sqlalchemy"),
             "psycopg": _version("psycopg"), "openssl": __import__("ssl").OPENSSL_VERSION,
             "notary": _command(["dpkg-query", "-W", "-f", "${Version}", "notary"]),
