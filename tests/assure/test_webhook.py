@@ -248,6 +248,39 @@ def test_an_ephemeral_debug_container_is_checked(world: World) -> None:
     assert admit(_body("pod-debug.json"), world.decide)["response"]["allowed"] is True
 
 
+def test_an_image_volume_is_checked_and_pinned(world: World) -> None:
+    for image in ("registry.test/shop/app:1.0", "registry.test/shop/proxy:2.1",
+                  "registry.test/shop/migrate:1.0"):
+        world.release(image)
+    review = json.loads(_body("deployment.json"))
+    spec = review["request"]["object"]["spec"]["template"]["spec"]
+    spec.setdefault("volumes", []).extend([
+        {"name": "scratch", "emptyDir": {}},
+        {"name": "tools", "image": {"reference": "registry.test/shop/tools:1.0",
+                                    "pullPolicy": "IfNotPresent"}}])
+    tools = len(spec["volumes"]) - 1
+    body = json.dumps(review).encode()
+    response = admit(body, world.decide)["response"]
+    assert response["allowed"] is False
+    message = response["status"]["message"]
+    assert f"volumes[{tools}] 'tools' image registry.test/shop/tools:1.0" in message
+    assert "does not have trust data" in message
+    digest = world.release("registry.test/shop/tools:1.0")
+    response = admit(body, world.decide, mutate=True)["response"]
+    assert response["allowed"] is True
+    patch = json.loads(base64.b64decode(response["patch"]))
+    pointer = f"/spec/template/spec/volumes/{tools}/image/reference"
+    assert {"op": "replace", "path": pointer,
+            "value": f"registry.test/shop/tools:1.0@{digest}"} in patch
+    patched = _apply(review["request"]["object"], patch)
+    assert patched["spec"]["template"]["spec"]["volumes"][tools] == {
+        "name": "tools", "image": {"reference": f"registry.test/shop/tools:1.0@{digest}",
+                                   "pullPolicy": "IfNotPresent"}}
+    spec["volumes"][tools]["image"] = {"pullPolicy": "Always"}
+    message = admit(json.dumps(review).encode(), world.decide)["response"]["status"]["message"]
+    assert f"spec.template.spec.volumes[{tools}].image has no reference" in message
+
+
 # --- fail-closed ----------------------------------------------------------------------------
 
 

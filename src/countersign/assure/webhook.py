@@ -14,7 +14,8 @@ The rules, fail-closed throughout:
   "allowed");
 - every container, init container and ephemeral container of a Pod, and of the
   pod template of a Deployment, ReplicaSet, StatefulSet, DaemonSet,
-  ReplicationController, Job or CronJob, is checked; any other kind is denied;
+  ReplicationController, Job or CronJob, is checked, and so is every image
+  volume (``volumes[].image.reference``); any other kind is denied;
 - the review is allowed only if every image is; an error deciding an image
   denies it, naming the image and the error. ``fail_open`` lets an image through
   only when the trust server or registry could not be *reached*: a verification
@@ -103,7 +104,7 @@ class ContainerImage:
     """One ``image`` field of the object, and where it is."""
 
     pointer: str  # JSON pointer of the field, e.g. /spec/template/spec/containers/0/image
-    field: str  # containers, initContainers or ephemeralContainers
+    field: str  # containers, initContainers, ephemeralContainers or volumes (image volumes)
     index: int
     name: str
     image: str
@@ -235,6 +236,26 @@ def _images(obj: dict[str, Any], path: tuple[str, ...]) -> list[ContainerImage]:
                                         name if isinstance(name, str) else "", image))
     if not any(i.field == "containers" for i in found):
         raise _Malformed(f"{dotted}.containers is empty")
+    # an image volume is pulled like a container image and its files can be run from
+    # any container that mounts it: its reference is checked (and pinned) the same way
+    volumes = node.get("volumes")
+    if volumes is None:
+        return found
+    if not isinstance(volumes, list):
+        raise _Malformed(f"{dotted}.volumes is not a list")
+    for index, volume in enumerate(volumes):
+        if not isinstance(volume, dict):
+            raise _Malformed(f"{dotted}.volumes[{index}] is not an object")
+        source = volume.get("image")
+        if source is None:
+            continue
+        reference = source.get("reference") if isinstance(source, dict) else None
+        if not isinstance(reference, str) or not reference:
+            raise _Malformed(f"{dotted}.volumes[{index}].image has no reference")
+        name = volume.get("name", "")
+        found.append(ContainerImage(f"{spec_pointer}/volumes/{index}/image/reference",
+                                    "volumes", index, name if isinstance(name, str) else "",
+                                    reference))
     return found
 
 
