@@ -33,7 +33,7 @@ from serverrepo import Repo, _get, _post
 
 from countersign.client.cache import MetadataCache
 from countersign.client.fetcher import Fetcher, Response
-from countersign.client.pinning import TrustPinning, TrustPinningError
+from countersign.client.pinning import TrustPinning, TrustPinningError, load_trust_pinning
 from countersign.client.remote import MAX_TIMESTAMP, NotaryRemote
 from countersign.client.updater import Updater
 from countersign.errors import (
@@ -971,6 +971,33 @@ def test_trust_on_first_use_disabled(trust_app: TrustServer, tmp_path: Path) -> 
         client.refresh()
     assert caught.value.advice == "pin the root certificate IDs or a CA for this repository"
     assert _cached(client) == {}
+
+
+@pytest.mark.parametrize(("section", "reason"), [
+    ({"disable-tofu": True}, "unknown key 'disable-tofu'"),
+    ({"Disable_TOFU": True}, "unknown key 'Disable_TOFU'"),  # notary ignores case
+    ({"cert": {GUN: ["0" * 64]}}, "unknown key 'cert'"),
+    ({"certs": []}, "certs must map names to lists of key IDs"),
+    ({"ca": ""}, "ca must map GUN prefixes to file paths"),
+    (False, "trust_pinning is not an object"),
+    ([], "trust_pinning is not an object"),
+])
+def test_a_trust_pinning_that_would_be_ignored_is_refused(
+        trust_app: TrustServer, tmp_path: Path, section: Any, reason: str) -> None:
+    """A misspelt or mistyped pinning must not leave trust on first use on unnoticed."""
+    _published(trust_app)
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"trust_pinning": section}))
+    with pytest.raises(TrustPinningError, match=rf"bad trust_pinning \({reason}") as caught:
+        load_trust_pinning(config)
+    assert caught.value.advice == "see notary's client configuration"
+    # the well-spelt pinning is read and holds: no trust on first use
+    config.write_text(json.dumps({"trust_pinning": {"disable_tofu": True}}))
+    client = _client(trust_app, tmp_path / "trust", pinning=load_trust_pinning(config))
+    with pytest.raises(TrustPinningError, match="trust on first use is disabled"):
+        client.refresh()
+    config.write_text(json.dumps({"trust_pinning": None, "remote_server": {}}))
+    assert load_trust_pinning(config) == TrustPinning()
 
 
 def test_pinning_applies_when_the_cached_root_has_expired(trust_app: TrustServer,

@@ -130,11 +130,20 @@ def load_trust_pinning(config: Path) -> TrustPinning:
         raise TrustPinningError(f"cannot read {config}: {exc.strerror}") from None
     try:
         doc = json.loads(data)
-        section = doc.get("trust_pinning") or {} if isinstance(doc, dict) else None
+        if not isinstance(doc, dict):
+            raise ValueError("the file is not a JSON object")
+        section = doc.get("trust_pinning")
+        section = {} if section is None else section
         if not isinstance(section, dict):
             raise ValueError("trust_pinning is not an object")
-        certs = section.get("certs") or {}
-        ca = section.get("ca") or {}
+        # a misspelt key (notary reads keys case-insensitively) would silently leave
+        # trust on first use on: refused
+        unknown = sorted(set(section) - {"certs", "ca", "disable_tofu"})
+        if unknown:
+            raise ValueError(f"unknown key {unknown[0][:40]!r} (the keys are certs, ca and "
+                             "disable_tofu)")
+        certs = {} if section.get("certs") is None else section["certs"]
+        ca = {} if section.get("ca") is None else section["ca"]
         disable = section.get("disable_tofu", False)
         if not isinstance(certs, dict) or not all(
                 isinstance(k, str) and isinstance(v, list) and all(isinstance(i, str) for i in v)
