@@ -329,3 +329,40 @@ def test_a_statement_of_the_wrong_shape_is_bad_evidence(world, statement) -> Non
     with pytest.raises(EvidenceError, match="not an in-toto statement"):
         load_and_check(client, ref.repository, stored.digest, subject_hex=raw.digest.hex,
                        stage="static-tested", keys=[key.public_key], cache=EvidenceCache())
+
+
+def test_pinning_for_the_policy_wins_and_a_bad_trust_dir_pinning_is_an_error(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from countersign.assure.gate import pinning_for
+    from countersign.cli.main import main
+    from countersign.client.pinning import TrustPinning, TrustPinningError
+
+    trust_dir = tmp_path / "trust"
+    trust_dir.mkdir()
+    config = trust_dir / "config.json"
+    config.write_text(json.dumps({"trust_pinning": {"disable_tofu": True}}))
+    policy = _policy(tmp_path)
+    assert pinning_for(policy, trust_dir) == TrustPinning(disable_tofu=True)  # type: ignore[arg-type]
+    text = (tmp_path / "policy.yaml")
+    pinned = parse_policy(
+        "version: 1\ntrust: {server: https://127.0.0.1:4443, pinning: {certs: {'a/*': ['"
+        + "b" * 64 + "']}}}\nstages:\n  - name: s\n    role: targets/s\n    key: s\n"
+        f"    check: {{command: {_writer(tmp_path, 's', CLEAN_SARIF)}, format: sarif}}\n"
+        "deliver: {require: [s], max_age: 7d}\n", text, environ={})
+    # the policy's pins replace the trust dir's (docs/policy.md), TOFU setting included
+    assert pinning_for(pinned, trust_dir) == TrustPinning(certs={"a/*": ["b" * 64]})
+    config.write_text(json.dumps({"trust_pinning": {"disable-tofu": True}}))
+    with pytest.raises(TrustPinningError, match="unknown key 'disable-tofu'"):
+        pinning_for(policy, trust_dir)  # type: ignore[arg-type]
+    text.write_text(
+        "version: 1\ntrust: {server: https://127.0.0.1:9}\nstages:\n  - name: s\n"
+        "    role: targets/s\n    key: s\n"
+        f"    check: {{command: {_writer(tmp_path, 's', CLEAN_SARIF)}, format: sarif}}\n"
+        "deliver: {require: [s], max_age: 7d}\n")
+    capsys.readouterr()
+    assert main(["verify", "registry.test/shop/app:1.0", "--policy", str(text),
+                 "--trust-dir", str(trust_dir)]) == 2
+    err = capsys.readouterr().err
+    assert "bad trust_pinning (unknown key 'disable-tofu'" in err and "Traceback" not in err
