@@ -382,6 +382,61 @@ def test_malformed_pod_specs_and_bad_images_deny() -> None:
         message
 
 
+def _pod_with(image: str) -> bytes:
+    review = json.loads(_body("pod.json"))
+    del review["request"]["object"]["spec"]["initContainers"]
+    review["request"]["object"]["spec"]["containers"] = [{"name": "app", "image": image}]
+    return json.dumps(review).encode()
+
+
+@pytest.mark.parametrize(("image", "words"), [
+    ("registry.test/shop/app:1.0\n", "the tag '1.0\\n' is not 1 to 128"),
+    ("registry.test/shop/app:1.0 ; id", "the tag '1.0 ; id'"),
+    ("registry.test/shop/app:-1", "the tag '-1'"),
+    ("registry.test/shop/app:" + "x" * 129, "the tag 'xxx"),
+    ("registry.test/sh op/app:1", "the repository 'sh op/app'"),
+    ("registry.test/shop//app:1", "the repository 'shop//app'"),
+    ("registry.test/shop/-app:1", "the repository 'shop/-app'"),
+    ("docker://registry.test/shop/app:1", "the registry 'docker:' is not HOST[:PORT]"),
+    ("reg_istry.test/shop/app:1", "the registry 'reg_istry.test'"),
+    ("registry.test:http/shop/app:1", "the registry 'registry.test:http'"),
+    ("registry.test/shop/app@", "the digest after @ is empty"),
+    ("registry.test/" + "a" * 300 + ":1", "(316 characters) is not an image reference: the name "
+     "is longer than 255 characters"),
+    ("a-" * 50_000 + "!", "(100001 characters) is not an image reference"),
+])
+def test_what_the_kubelet_could_not_pull_is_denied_naming_the_part(image: str,
+                                                                    words: str) -> None:
+    asked: list[ImageReference] = []
+
+    def record(ref: ImageReference) -> Decision:
+        asked.append(ref)
+        return _decision(True)
+
+    response = admit(_pod_with(image), record, fail_open=True)["response"]
+    assert response["allowed"] is False and asked == []  # no server is asked about it
+    message = response["status"]["message"]
+    assert "containers[0] 'app' image" in message and words in message, message
+    assert len(message) < 2000
+
+
+def test_references_are_read_as_docker_reads_them() -> None:
+    asked: list[str] = []
+
+    def record(ref: ImageReference) -> Decision:
+        asked.append(str(ref))
+        return _decision(True)
+
+    for image in ("nginx", "library/nginx:1.25", "registry.test:5000/shop/app:1.0",
+                  "localhost/app:1", "[::1]:5000/shop/app:1", "registry.test/shop/a__b--c.d:V1_x",
+                  f"registry.test/shop/app:1.0@sha256:{'ab' * 32}"):
+        assert admit(_pod_with(image), record)["response"]["allowed"] is True, image
+    assert asked == ["docker.io/library/nginx", "docker.io/library/nginx:1.25",
+                     "registry.test:5000/shop/app:1.0", "localhost/app:1",
+                     "[::1]:5000/shop/app:1", "registry.test/shop/a__b--c.d:V1_x",
+                     f"registry.test/shop/app:1.0@sha256:{'ab' * 32}"]
+
+
 # --- the cache ------------------------------------------------------------------------------
 
 

@@ -31,6 +31,7 @@ import base64
 import datetime as _dt
 import json
 import logging
+import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
@@ -40,7 +41,7 @@ from typing import Any
 from countersign.assure.gate import Decision
 from countersign.errors import CountersignError, DownloadError, ServerUnavailableError
 from countersign.registry.client import RegistryUnavailableError
-from countersign.registry.transfer import ImageReference
+from countersign.registry.transfer import ImageReference, ImageReferenceError
 from countersign.tuf.timefmt import GoTime
 
 __all__ = [
@@ -113,6 +114,13 @@ class ContainerImage:
     def where(self) -> str:
         return f"{self.field}[{self.index}] {self.name!r}" if self.name else \
             f"{self.field}[{self.index}]"
+
+    @property
+    def shown(self) -> str:
+        """The image as a message names it: whole unless it is too long to be one."""
+        if len(self.image) <= 300:
+            return self.image
+        return f"{self.image[:200]}... ({len(self.image)} characters)"
 
 
 @dataclass(frozen=True)
@@ -284,8 +292,57 @@ class Outcome:
 _UNAVAILABLE = (ServerUnavailableError, DownloadError, RegistryUnavailableError)
 
 
+#: docker's reference grammar (distribution/reference), each part matched on its own and
+#: only after the lengths are checked: no pattern here can backtrack without bound
+_MAX_NAME = 255
+_COMPONENT = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*")
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_HOST = re.compile(rf"(?:{_LABEL}(?:\.{_LABEL})*|\[[0-9A-Fa-f:.]{{2,45}}\])(?::[0-9]{{1,5}})?")
+_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+
+
+def check_reference(image: str) -> None:
+    """Refuse what the kubelet would not read as an image reference, saying which part.
+
+    The gate's parser is lenient (it takes what ``docker`` users type); what an
+    object names is what the kubelet pulls, so it must be exactly docker's grammar:
+    anything else (spaces, control characters, a ``docker://`` prefix, an empty
+    path component, a name over 255 characters) is denied here, clearly, before a
+    server is asked about it.
+    """
+    shown = repr(image) if len(image) <= 120 else repr(image[:100]) + f"... ({len(image)} " \
+        "characters)"
+    name, at, digest = image.partition("@")
+    slash = name.rfind("/")
+    colon = name.rfind(":")
+    tag = None
+    if colon > slash:
+        name, tag = name[:colon], name[colon + 1:]
+    why = None
+    if at and not digest:
+        why = "the digest after @ is empty"
+    elif len(name) > _MAX_NAME:
+        why = f"the name is longer than {_MAX_NAME} characters"
+    elif tag is not None and (len(tag) > 128 or not _TAG.fullmatch(tag)):
+        why = f"the tag {tag[:130]!r} is not 1 to 128 letters, digits, '_', '.' or '-'"
+    else:
+        first, sep, rest = name.partition("/")
+        host = sep and ("." in first or ":" in first or first == "localhost"
+                        or first != first.lower())
+        if host and not _HOST.fullmatch(first):
+            why = f"the registry {first!r} is not HOST[:PORT]"
+        path = rest if host else name
+        if why is None and not all(_COMPONENT.fullmatch(part) for part in path.split("/")):
+            why = (f"the repository {path!r} is not lower-case letters and digits in "
+                   "components separated by '/' (with '.', '_', '__' or '-' inside)")
+    if why is not None:
+        raise ImageReferenceError(f"{shown} is not an image reference: {why}",
+                                  advice="write REGISTRY/REPOSITORY[:TAG][@sha256:DIGEST]")
+
+
 def image_key(image: str) -> ImageReference:
     """The normalised reference the cache and the gate use (``nginx``: docker.io/library/nginx)."""
+    check_reference(image)
     return ImageReference.parse(image)
 
 
@@ -329,24 +386,24 @@ def answer(request: AdmissionRequest, outcomes: Mapping[str, Outcome], *,
         try:
             ref = image_key(container.image)
         except CountersignError as exc:
-            denials.append(f"{container.where} image {container.image}: {exc.message}")
+            denials.append(f"{container.where} image {container.shown}: {exc.message}")
             continue
         outcome = outcomes.get(str(ref))
         if outcome is None:
-            denials.append(f"{container.where} image {container.image}: not decided")
+            denials.append(f"{container.where} image {container.shown}: not decided")
             continue
         if outcome.decision is None:
             if fail_open and outcome.unavailable:
-                warnings.append(f"countersign: {container.image} admitted UNCHECKED "
+                warnings.append(f"countersign: {container.shown} admitted UNCHECKED "
                                 f"(fail-open): {outcome.error}")
                 continue
-            denials.append(f"{container.where} image {container.image}: cannot be verified: "
+            denials.append(f"{container.where} image {container.shown}: cannot be verified: "
                            f"{outcome.error}")
             continue
         decision = outcome.decision
         if not decision.allowed:
             why = "; ".join(decision.reasons) or "denied by the policy"
-            denials.append(f"{container.where} image {container.image}: {why}")
+            denials.append(f"{container.where} image {container.shown}: {why}")
             continue
         if mutate and ref.digest is None and decision.digest is not None:
             patch.append({"op": "replace", "path": container.pointer,
