@@ -1032,6 +1032,34 @@ def test_pinning_applies_when_the_cached_root_has_expired(trust_app: TrustServer
         assert refreshed.state.root.signed.version == 2
 
 
+def test_an_unchanged_cache_file_is_kept_only_if_no_one_else_can_change_it(
+        trust_app: TrustServer, tmp_path: Path) -> None:
+    """A refresh leaves each cached file the client's own, holding what it verified:
+    a symlink or a file others may write, with the very same bytes, is replaced."""
+    _published(trust_app)
+    client = _client(trust_app, tmp_path / "trust")
+    client.refresh()
+    cached = _cached(client)
+    outside = tmp_path / "attacker.json"
+    outside.write_bytes(cached[TARGETS])
+    targets, timestamp = client.cache.path(TARGETS), client.cache.path(TIMESTAMP)
+    targets.unlink()
+    targets.symlink_to(outside)
+    timestamp.chmod(0o666)
+    unchanged = client.cache.path(SNAPSHOT).stat()
+    client.refresh()
+    assert not targets.is_symlink() and targets.read_bytes() == cached[TARGETS]
+    assert targets.stat().st_mode & 0o777 == 0o644
+    assert timestamp.stat().st_mode & 0o777 == 0o644
+    assert timestamp.read_bytes() == cached[TIMESTAMP]
+    # the attacker's file no longer reaches the cache
+    outside.write_bytes(b"{}")
+    assert _cached(client) == cached
+    # a file that already is what a write leaves is not rewritten
+    again = client.cache.path(SNAPSHOT).stat()
+    assert (again.st_ino, again.st_mtime_ns) == (unchanged.st_ino, unchanged.st_mtime_ns)
+
+
 def test_forging_helpers_alone_are_accepted(trust_app: TrustServer, tmp_path: Path) -> None:
     """The forging helpers make files a client accepts when nothing is wrong with them."""
     repo = _published(trust_app)

@@ -72,15 +72,23 @@ class MetadataCache:
 
     @staticmethod
     def _holds(path: Path, data: bytes) -> bool:
-        """Whether ``path`` is a regular file whose bytes are exactly ``data``."""
-        try:
-            info = path.stat()
-            if not stat.S_ISREG(info.st_mode) or info.st_size != len(data):
-                return False
-            with path.open("rb") as handle:
-                return handle.read(len(data) + 1) == data
+        """Whether ``path`` is what a write would leave: a regular file of ours, writable
+        by no one else, whose bytes are exactly ``data``. A symlink or a file others may
+        write could change after the check, so the cache would no longer hold what was
+        verified: it is replaced."""
+        try:  # not through a symlink; O_NONBLOCK: a FIFO must not hang the open
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
         except OSError:
-            return False  # missing or unreadable: write it
+            return False  # missing, unreadable or a symlink: write it
+        with os.fdopen(fd, "rb") as handle:
+            try:
+                info = os.fstat(handle.fileno())
+                if (not stat.S_ISREG(info.st_mode) or info.st_size != len(data)
+                        or info.st_uid != os.geteuid() or info.st_mode & 0o022):
+                    return False
+                return handle.read(len(data) + 1) == data
+            except OSError:
+                return False
 
     def remove(self, role: str) -> None:
         self.path(role).unlink(missing_ok=True)
