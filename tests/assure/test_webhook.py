@@ -429,12 +429,15 @@ def test_references_are_read_as_docker_reads_them() -> None:
 
     for image in ("nginx", "library/nginx:1.25", "registry.test:5000/shop/app:1.0",
                   "localhost/app:1", "[::1]:5000/shop/app:1", "registry.test/shop/a__b--c.d:V1_x",
-                  f"registry.test/shop/app:1.0@sha256:{'ab' * 32}"):
+                  f"registry.test/shop/app:1.0@sha256:{'ab' * 32}", "Registry.Test/shop/app:1.0",
+                  "index.docker.io/nginx:1", "index.docker.io/bitnami/redis:7"):
         assert admit(_pod_with(image), record)["response"]["allowed"] is True, image
     assert asked == ["docker.io/library/nginx", "docker.io/library/nginx:1.25",
                      "registry.test:5000/shop/app:1.0", "localhost/app:1",
                      "[::1]:5000/shop/app:1", "registry.test/shop/a__b--c.d:V1_x",
-                     f"registry.test/shop/app:1.0@sha256:{'ab' * 32}"]
+                     f"registry.test/shop/app:1.0@sha256:{'ab' * 32}",
+                     "registry.test/shop/app:1.0",  # DNS names are not case-sensitive
+                     "docker.io/library/nginx:1", "docker.io/bitnami/redis:7"]
 
 
 # --- the cache ------------------------------------------------------------------------------

@@ -35,13 +35,13 @@ import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from countersign.assure.gate import Decision
 from countersign.errors import CountersignError, DownloadError, ServerUnavailableError
 from countersign.registry.client import RegistryUnavailableError
-from countersign.registry.transfer import ImageReference, ImageReferenceError
+from countersign.registry.transfer import DOCKER_HUB, ImageReference, ImageReferenceError
 from countersign.tuf.timefmt import GoTime
 
 __all__ = [
@@ -341,9 +341,20 @@ def check_reference(image: str) -> None:
 
 
 def image_key(image: str) -> ImageReference:
-    """The normalised reference the cache and the gate use (``nginx``: docker.io/library/nginx)."""
+    """The normalised reference the cache and the gate use (``nginx``: docker.io/library/nginx).
+
+    The registry host is what the kubelet connects to, so it is compared as DNS
+    compares it (``Registry.Example.com`` is ``registry.example.com``), and docker's
+    old name ``index.docker.io`` is ``docker.io``: one image, one trust collection.
+    """
     check_reference(image)
-    return ImageReference.parse(image)
+    ref = ImageReference.parse(image)
+    registry = ref.registry.lower()
+    if registry == "index.docker.io":
+        registry = DOCKER_HUB
+        if "/" not in ref.repository:
+            return replace(ref, registry=registry, repository=f"library/{ref.repository}")
+    return ref if registry == ref.registry else replace(ref, registry=registry)
 
 
 def outcome_of(decide: Decide, ref: ImageReference) -> Outcome:
