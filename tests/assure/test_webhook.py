@@ -592,6 +592,16 @@ def test_wrong_endpoints_methods_types_and_sizes() -> None:
         app.close()
 
 
+def test_a_failure_after_the_review_is_read_denies_it_rather_than_a_4xx() -> None:
+    app = _app(lambda ref: _decision(True))
+    app.close()  # a review arriving while the server shuts down: no worker to decide
+    status, review = _json(call(app, "POST", "/validate", _body("pod.json")))
+    assert status == 200
+    response = _response(review, "1f5c3a2e-6d7b-4c8a-9e0f-1a2b3c4d5e6f")
+    assert response["allowed"] is False and "patch" not in response
+    assert "internal error (RuntimeError)" in response["status"]["message"]
+
+
 def test_one_decision_for_concurrent_reviews_and_a_deadline() -> None:
     release = threading.Event()
     calls: list[str] = []

@@ -57,6 +57,7 @@ __all__ = [
     "image_key",
     "outcome_of",
     "parse_review",
+    "refuse",
 ]
 
 log = logging.getLogger("countersign.webhook")
@@ -431,6 +432,13 @@ def answer(request: AdmissionRequest, outcomes: Mapping[str, Outcome], *,
         response["patch"] = base64.b64encode(
             json.dumps(patch, separators=(",", ":")).encode()).decode("ascii")
     return review
+
+
+def refuse(request: AdmissionRequest, message: str) -> dict[str, Any]:
+    """The AdmissionReview denying ``request`` for ``message`` (a failure with no decision)."""
+    review = {"apiVersion": API_VERSION, "kind": "AdmissionReview",
+              "response": {"uid": request.uid, "allowed": True}}
+    return _deny(review, f"countersign denied {request.display}: {message}")
 
 
 def _deny(review: dict[str, Any], message: str) -> dict[str, Any]:

@@ -40,6 +40,7 @@ from countersign.assure.webhook import (
     distinct_refs,
     outcome_of,
     parse_review,
+    refuse,
     summary,
 )
 from countersign.client.cache import MetadataCache
@@ -137,11 +138,17 @@ class WebhookApp:
         started = time.perf_counter()
         request = parse_review(body)
         outcomes: dict[str, Outcome] = {}
-        if request.checked and request.problem is None:
-            refs = distinct_refs(request)
-            found = await asyncio.gather(*(self._outcome(ref) for ref in refs))
-            outcomes = {str(ref): outcome for ref, outcome in zip(refs, found, strict=True)}
-        review = answer(request, outcomes, mutate=mutate, fail_open=self.fail_open)
+        try:
+            if request.checked and request.problem is None:
+                refs = distinct_refs(request)
+                found = await asyncio.gather(*(self._outcome(ref) for ref in refs))
+                outcomes = {str(ref): outcome for ref, outcome in zip(refs, found, strict=True)}
+            review = answer(request, outcomes, mutate=mutate, fail_open=self.fail_open)
+        except Exception as exc:  # a well-formed review is answered, denying: a 4xx would
+            # leave the outcome to the configuration's failurePolicy, which may be Ignore
+            log.exception("unexpected failure answering a review", extra={"uid": request.uid})
+            review = refuse(request, f"internal error ({type(exc).__name__}); nothing was "
+                            "admitted")
         log.info("admission review", extra={
             **summary(request, review), "ms": round((time.perf_counter() - started) * 1000, 1)})
         return review
