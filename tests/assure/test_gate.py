@@ -256,6 +256,28 @@ def test_the_evidence_cache_is_bounded() -> None:
         EvidenceCache(max_entries=-1)
 
 
+def test_the_evidence_cache_is_bounded_in_bytes() -> None:
+    """A stage's results are as large as its signer made them: the memory they take is
+    bounded as well as their number."""
+    cache = EvidenceCache(max_bytes=4000)
+    large = {"results": "x" * 900}  # about a quarter of the bound: kept
+    for i in range(5):
+        cache.put(i, large)
+    assert len(cache) == 4 and 0 not in cache and all(i in cache for i in range(1, 5))
+    cache.put(9, {"results": "x" * 1001})  # over a quarter: not kept, nothing dropped
+    assert 9 not in cache and len(cache) == 4
+    cache.put(1, {"results": "small"})  # a key put again is counted once
+    for i in range(10, 13):
+        cache.put(i, {"results": "small"})
+    assert len(cache) == 7
+    cache.clear()
+    for i in range(4):
+        cache.put(i, large)
+    assert len(cache) == 4
+    with pytest.raises(ValueError, match="must not be negative"):
+        EvidenceCache(max_bytes=-1)
+
+
 def _hold_evidence(world, results, handle) -> None:  # type: ignore[no-untyped-def]
     """Answer the referrer manifests of ``results`` through ``handle`` first."""
     registry = world["registry"]

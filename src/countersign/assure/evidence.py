@@ -108,14 +108,19 @@ def store(client: RegistryClient, repository: str, subject_digest: str, subject_
 class EvidenceCache:
     """Verified evidence (its predicate) by everything it was verified against; bounded LRU.
 
-    Thread-safe: the webhook's workers share one. ``max_entries=0`` keeps nothing.
+    At most ``max_entries`` predicates, totalling at most ``max_bytes`` as JSON (one over
+    a quarter of that is not kept): a stage's results are as large as its signer made
+    them, up to an envelope's 16 MiB. Thread-safe: the webhook's workers share one.
+    ``max_entries=0`` keeps nothing.
     """
 
-    def __init__(self, max_entries: int = 1024) -> None:
-        if max_entries < 0:
-            raise ValueError("max_entries must not be negative")
+    def __init__(self, max_entries: int = 1024, *, max_bytes: int = 32 << 20) -> None:
+        if max_entries < 0 or max_bytes < 0:
+            raise ValueError("max_entries and max_bytes must not be negative")
         self.max_entries = max_entries
-        self._entries: OrderedDict[Hashable, dict[str, Any]] = OrderedDict()
+        self.max_bytes = max_bytes
+        self._entries: OrderedDict[Hashable, tuple[dict[str, Any], int]] = OrderedDict()
+        self._size = 0
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -135,21 +140,29 @@ class EvidenceCache:
             if found is None:
                 return None
             self._entries.move_to_end(key)
-        return copy.deepcopy(found)
+        return copy.deepcopy(found[0])
 
     def put(self, key: Hashable, predicate: dict[str, Any]) -> None:
         if self.max_entries == 0:
             return
+        size = len(json.dumps(predicate, separators=(",", ":")))
+        if size > self.max_bytes // 4:
+            return
         kept = copy.deepcopy(predicate)
         with self._lock:
-            self._entries[key] = kept
-            self._entries.move_to_end(key)
-            while len(self._entries) > self.max_entries:
-                self._entries.popitem(last=False)
+            old = self._entries.pop(key, None)
+            if old is not None:
+                self._size -= old[1]
+            self._entries[key] = (kept, size)
+            self._size += size
+            while len(self._entries) > self.max_entries or self._size > self.max_bytes:
+                _, (_, dropped) = self._entries.popitem(last=False)
+                self._size -= dropped
 
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()
+            self._size = 0
 
 
 #: the cache the gate uses unless given its own
