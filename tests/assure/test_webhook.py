@@ -31,6 +31,7 @@ from countersign.assure.webhook import (
     parse_review,
 )
 from countersign.assure.webhook_server import PolicyGate, WebhookApp
+from countersign.cli.main import main
 from countersign.client.cache import MetadataCache
 from countersign.client.fetcher import Response
 from countersign.client.remote import NotaryRemote
@@ -494,6 +495,23 @@ def test_the_cache_expires_decisions_and_keeps_errors_briefly() -> None:
     off = DecisionCache(max_entries=0, clock=clock)
     off.put("x", Outcome(_decision(True)))
     assert off.get("x") is None and len(off) == 0
+
+
+@pytest.mark.parametrize("ttl", ["nan", "inf", "-1"])
+def test_a_cache_lifetime_that_never_ends_is_refused(ttl: str, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(ValueError, match="finite"):
+        DecisionCache(ttl=float(ttl))
+    with pytest.raises(ValueError, match="finite"):
+        DecisionCache(error_ttl=float(ttl))
+    for name in ("tls.crt", "tls.key"):
+        (tmp_path / name).write_text("unused")
+    for option in ("--cache-ttl", "--error-cache-ttl"):
+        code = main(["webhook", "--policy", str(tmp_path / "policy.yaml"),
+                     "--tls-cert", str(tmp_path / "tls.crt"),
+                     "--tls-key", str(tmp_path / "tls.key"), option, ttl])
+        assert code == 1
+        assert "must be finite numbers of seconds" in capsys.readouterr().err
 
 
 def test_reviews_reuse_cached_decisions_until_they_expire(world: World) -> None:

@@ -31,6 +31,7 @@ import base64
 import datetime as _dt
 import json
 import logging
+import math
 import re
 import time
 from collections import OrderedDict
@@ -500,8 +501,9 @@ class DecisionCache:
                  max_age: _dt.timedelta | None = None,
                  clock: Callable[[], float] = time.monotonic,
                  wall: Callable[[], _dt.datetime] | None = None) -> None:
-        if max_entries < 0 or ttl < 0 or error_ttl < 0:
-            raise ValueError("cache sizes and lifetimes must not be negative")
+        if max_entries < 0 or not 0 <= ttl < math.inf or not 0 <= error_ttl < math.inf:
+            # NaN compares false with every expiry time: an entry would never go
+            raise ValueError("cache sizes and lifetimes must be finite and not negative")
         self.max_entries = max_entries
         self.ttl = ttl
         self.error_ttl = min(error_ttl, MAX_ERROR_TTL, ttl)

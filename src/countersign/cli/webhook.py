@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 from countersign.cli._common import resolve_trust_dir, trust_dir_option
@@ -64,8 +65,9 @@ def _check(args: argparse.Namespace) -> None:
             raise CountersignError(f"{path}: no such file")
     if not 0 <= args.cache_size <= MAX_CACHE_ENTRIES:
         raise CountersignError(f"--cache-size must be between 0 and {MAX_CACHE_ENTRIES}")
-    if args.cache_ttl < 0 or args.error_cache_ttl < 0:
-        raise CountersignError("--cache-ttl and --error-cache-ttl must not be negative")
+    if not all(0 <= ttl < math.inf for ttl in (args.cache_ttl, args.error_cache_ttl)):
+        raise CountersignError("--cache-ttl and --error-cache-ttl must be finite numbers of "
+                               "seconds, not negative")
     if not 0 < args.timeout <= 30:
         raise CountersignError("--timeout must be above 0 and at most 30 seconds",
                                advice="the API server waits at most 30 s for a webhook")
