@@ -1076,3 +1076,164 @@ def test_forging_helpers_alone_are_accepted(trust_app: TrustServer, tmp_path: Pa
     assert snapshot.sha256 is not None
     assert mirror.asked == ["timestamp.json", f"snapshot.{snapshot.sha256.hex()}.json"]
     assert _cached(client)[TIMESTAMP] == forged
+
+
+# --- remembered verification (client.verified) -----------------------------------------
+#
+# A result remembered in the process must never let through what a full verification
+# refuses. Each case first verifies good files with a memo, then offers the same memo
+# files that a full verification (a memo that keeps nothing) refuses, and requires the
+# same refusal: a cache key that left out the root, the parent, the role or the GUN, or
+# that skipped the floors or the expiry, would accept them.
+
+RELEASES, QA, WEB = "targets/releases", "targets/qa", "targets/releases/web"
+
+
+class _Keys:
+    """A repository's keys, held by the test: root (a certificate for GUN) and the rest."""
+
+    def __init__(self) -> None:
+        self.root = PrivateKey.generate()
+        self.root_public = root_certificate_key(self.root, GUN)
+        self.by_role = {r: PrivateKey.generate() for r in (TARGETS, SNAPSHOT, TIMESTAMP)}
+        self.d1, self.d2 = PrivateKey.generate(), PrivateKey.generate()
+
+    def root_md(self, version: int = 1, **swap: PrivateKey) -> Metadata[Root]:
+        """A root signed by the root key; ``swap`` gives a role another key."""
+        by_role = {**self.by_role, **swap}
+        keys = {self.root_public.key_id: self.root_public,
+                **{k.public_key.key_id: k.public_key for k in by_role.values()}}
+        roles = {ROOT: Role((self.root_public.key_id,)),
+                 **{r: Role((k.public_key.key_id,)) for r, k in by_role.items()}}
+        signed = Metadata(Root(GoTime.now().add(dt.timedelta(days=365)), version, keys,
+                               roles, False))
+        return signed.sign(self.root, self.root_public)
+
+    def parent(self, *delegated: tuple[str, tuple[PrivateKey, ...], int, tuple[str, ...]],
+               version: int = 2) -> Metadata[Targets]:
+        """Targets delegating (name, keys, threshold, paths) each."""
+        keys = {k.public_key.key_id: k.public_key for _, ks, _, _ in delegated for k in ks}
+        roles = tuple(DelegatedRole(name, tuple(k.public_key.key_id for k in ks), threshold,
+                                    paths) for name, ks, threshold, paths in delegated)
+        md = new_targets(version=version, delegations=Delegations(keys, roles))
+        return md.sign(self.by_role[TARGETS], self.by_role[TARGETS].public_key)
+
+    def delegation(self, key: PrivateKey, *, version: int = 1, expires: GoTime | None = None,
+                   child: tuple[str, PrivateKey] | None = None) -> Metadata[Targets]:
+        """A delegation with target v1 (and delegating to ``child`` for any path)."""
+        delegations = Delegations()
+        if child is not None:
+            name, child_key = child
+            delegations = Delegations({child_key.public_key.key_id: child_key.public_key},
+                                      (DelegatedRole(name, (child_key.public_key.key_id,)),))
+        md = new_targets(version=version, expires=expires, delegations=delegations,
+                         targets={"v1": FileMeta.for_bytes(b"manifest one")})
+        return md.sign(key, key.public_key)
+
+    def files(self, root: Metadata[Root], parent: Metadata[Targets],
+              delegations: Mapping[str, Metadata[Targets]]) -> dict[str, bytes]:
+        """The files, pinned by a snapshot and a timestamp signed with the current keys."""
+        files = {ROOT: root.to_bytes(), TARGETS: parent.to_bytes(),
+                 **{n: md.to_bytes() for n, md in delegations.items()}}
+        snapshot_key, timestamp_key = self.by_role[SNAPSHOT], self.by_role[TIMESTAMP]
+        snapshot = Metadata(Snapshot(GoTime.now().add(dt.timedelta(days=365)), 1,
+                                     {r: FileMeta.for_bytes(d) for r, d in files.items()}))
+        files[SNAPSHOT] = snapshot.sign(snapshot_key, snapshot_key.public_key).to_bytes()
+        timestamp = Metadata(Timestamp(GoTime.now().add(dt.timedelta(days=14)), 1,
+                                       {SNAPSHOT: FileMeta.for_bytes(files[SNAPSHOT])}))
+        files[TIMESTAMP] = timestamp.sign(timestamp_key, timestamp_key.public_key).to_bytes()
+        return files
+
+
+def _walk(files: Mapping[str, bytes], memo: Any, *, gun: str = GUN,
+          now: dt.datetime = NOW, floors: Mapping[str, int] | None = None) -> Any:
+    """One refresh's verification of ``files`` through ``memo``: what it trusted, or why not."""
+    from countersign.client import verified
+    from countersign.errors import CountersignError
+
+    try:
+        state = verified.trusted_root(gun, files[ROOT], now=now, floors=floors or {},
+                                      memo=memo)
+        verified.update_timestamp(state, files[TIMESTAMP], memo)
+        verified.update_snapshot(state, files[SNAPSHOT], memo)
+        verified.update_targets(state, files[TARGETS], memo)
+        stack = list(reversed(state.children(TARGETS)))
+        while stack:
+            role = stack.pop()
+            if verified.update_delegation(state, role, files[role], memo) is not None:
+                stack.extend(reversed(state.children(role)))
+        report = verified.report(state, memo)
+    except CountersignError as exc:
+        return type(exc).__name__, exc.message
+    roles = {name: (r.metadata.signed_bytes, r.paths, r.signatures)
+             for name, r in state.roles.items()}
+    return roles, state.floors, report.targets, report.warnings
+
+
+def _memo_case(case: str) -> tuple[dict[str, bytes], dict[str, bytes], dict[str, Any]]:
+    """The good files a memo first verifies, the files then offered, and the walk's options."""
+    keys = _Keys()
+    root = keys.root_md()
+    releases = keys.delegation(keys.d1)
+    parent = keys.parent((RELEASES, (keys.d1,), 1, ("",)))
+    good = keys.files(root, parent, {RELEASES: releases})
+    if case == "timestamp key removed by a root rotation":
+        return good, {**good, ROOT: keys.root_md(2, timestamp=PrivateKey.generate()).to_bytes()}, {}
+    if case == "targets key removed by a root rotation":
+        rotated = keys.root_md(2, targets=PrivateKey.generate())
+        return good, keys.files(rotated, parent, {RELEASES: releases}), {}
+    if case == "delegation key replaced by its parent":
+        other = keys.parent((RELEASES, (keys.d2,), 1, ("",)), version=3)
+        return good, keys.files(root, other, {RELEASES: releases}), {}
+    if case == "delegation threshold raised by its parent":
+        other = keys.parent((RELEASES, (keys.d1, keys.d2), 2, ("",)), version=3)
+        return good, keys.files(root, other, {RELEASES: releases}), {}
+    if case == "delegation paths narrowed by its parent":
+        other = keys.parent((RELEASES, (keys.d1,), 1, ("other/",)), version=3)
+        return good, keys.files(root, other, {RELEASES: releases}), {}
+    if case == "grandparent narrows the paths of a remembered delegation":
+        middle = keys.delegation(keys.d1, child=(WEB, keys.d2))
+        web = keys.delegation(keys.d2)
+        first = keys.files(root, parent, {RELEASES: middle, WEB: web})
+        other = keys.parent((RELEASES, (keys.d1,), 1, ("other/",)), version=3)
+        return first, keys.files(root, other, {RELEASES: middle, WEB: web}), {}
+    if case == "same bytes for another role":
+        both = keys.parent((RELEASES, (keys.d1,), 1, ("",)), (QA, (keys.d2,), 1, ("",)))
+        first = keys.files(root, both, {RELEASES: releases, QA: keys.delegation(keys.d2)})
+        return first, keys.files(root, both, {RELEASES: releases, QA: releases}), {}
+    if case == "same root for another GUN":
+        return good, good, {"gun": OTHER}
+    if case == "timestamp past its expiry":
+        return good, good, {"now": NOW + LATER}
+    if case == "delegation past its expiry":
+        short = keys.delegation(keys.d1, expires=GoTime.now().add(dt.timedelta(hours=1)))
+        files = keys.files(root, parent, {RELEASES: short})
+        return files, files, {"now": NOW + dt.timedelta(hours=2)}
+    if case == "timestamp rollback":
+        return good, good, {"floors": {TIMESTAMP: 2}}
+    if case == "delegation rollback":
+        return good, good, {"floors": {RELEASES: 2}}
+    raise AssertionError(case)
+
+
+@pytest.mark.parametrize("case", [
+    "timestamp key removed by a root rotation", "targets key removed by a root rotation",
+    "delegation key replaced by its parent", "delegation threshold raised by its parent",
+    "delegation paths narrowed by its parent",
+    "grandparent narrows the paths of a remembered delegation", "same bytes for another role",
+    "same root for another GUN", "timestamp past its expiry", "delegation past its expiry",
+    "timestamp rollback", "delegation rollback",
+])
+def test_a_remembered_result_is_refused_where_a_full_verification_refuses(case: str) -> None:
+    from countersign.client.verified import VerifiedMemo
+
+    first, offered, options = _memo_case(case)
+    memo = VerifiedMemo()
+    accepted = _walk(first, memo)
+    assert isinstance(accepted[0], dict) and not accepted[3], accepted  # verified, cleanly
+    assert _walk(first, memo) == accepted and memo.hits > 0  # positive control: remembered
+    full = _walk(offered, VerifiedMemo(max_entries=0), **options)
+    refused = not isinstance(full[0], dict) or any(
+        w.startswith("skipping") or " outside its paths" in w for w in full[3])
+    assert refused, full  # the case is an attack: a full verification refuses it
+    assert _walk(offered, memo, **options) == full
