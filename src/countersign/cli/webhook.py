@@ -46,7 +46,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                         "the API server's 10 s webhook timeout)")
     parser.add_argument("--max-body", type=int, default=8 * 1024 * 1024, metavar="BYTES",
                         help="largest AdmissionReview accepted (default 8 MiB)")
-    parser.add_argument("--workers", type=int, default=8, metavar="N",
+    parser.add_argument("--threads", type=int, default=8, metavar="N",
                         help="decisions made at the same time (default 8)")
     parser.add_argument("--registry-ca", type=Path, default=None,
                         help="PEM bundle trusted for the registries (default: system store)")
@@ -73,8 +73,8 @@ def _check(args: argparse.Namespace) -> None:
                                advice="the API server waits at most 30 s for a webhook")
     if args.max_body < 1024:
         raise CountersignError("--max-body must be at least 1024 bytes")
-    if not 1 <= args.workers <= 256:
-        raise CountersignError("--workers must be between 1 and 256")
+    if not 1 <= args.threads <= 256:
+        raise CountersignError("--threads must be between 1 and 256")
 
 
 def _webhook(args: argparse.Namespace) -> int:
@@ -93,7 +93,7 @@ def _webhook(args: argparse.Namespace) -> int:
     cache = DecisionCache(max_entries=args.cache_size, ttl=args.cache_ttl,
                           error_ttl=args.error_cache_ttl, max_age=policy.deliver.max_age)
     app = WebhookApp(gate, mutate=args.mode == "mutate", fail_open=args.fail_open, cache=cache,
-                     max_body=args.max_body, timeout=args.timeout, workers=args.workers,
+                     max_body=args.max_body, timeout=args.timeout, workers=args.threads,
                      on_close=gate.close)
     run_asgi(app, listener, tls_cert=args.tls_cert, tls_key=args.tls_key)
     return 0
