@@ -388,3 +388,44 @@ def test_pinning_for_the_policy_wins_and_a_bad_trust_dir_pinning_is_an_error(
                  "--trust-dir", str(trust_dir)]) == 2
     err = capsys.readouterr().err
     assert "bad trust_pinning (unknown key 'disable-tofu'" in err and "Traceback" not in err
+
+
+def test_one_failed_evidence_lane_denies_and_the_others_still_count(world) -> None:  # type: ignore[no-untyped-def]
+    """Fetched on several threads, each stage's evidence is settled on its own: a lane whose
+    registry request fails leaves its stage bad-evidence (the decision fails closed)."""
+    policy = _policy(world["tmp"])
+    results = _run_all(world, policy)
+    broken = str(results["dynamic-tested"].evidence)
+
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("connection refused", request=request)
+
+    world["registry"].intercept(lambda r: r.url.path.endswith(broken), refuse)
+    cache = EvidenceCache()
+    updater = Updater(world["ref"].gun, NotaryRemote(ASGIFetcher(world["app"]),
+                                                       world["ref"].gun),
+                      MetadataCache(world["tmp"] / "gate", world["ref"].gun))
+    decision = decide(policy, world["ref"], updater=updater, client=world["client"],
+                      evidence=cache, workers=3)
+    assert not decision.allowed
+    states = {v.stage: v.state for v in decision.stages}
+    assert states == {"static-tested": "passed", "dynamic-tested": "bad-evidence",
+                      "fuzz-tested": "passed"}
+    assert len(cache) == 2  # the failure is not remembered
+    assert any("dynamic-tested is bad-evidence" in r for r in decision.reasons)
+
+
+def test_remembered_evidence_is_not_evidence_for_another_image(world) -> None:  # type: ignore[no-untyped-def]
+    policy = _policy(world["tmp"])
+    results = _run_all(world, policy)
+    cache = EvidenceCache()
+    _, key = world["stages"]["static-tested"]
+    digest = _gate(world, policy).digest
+    assert digest is not None
+    evidence, repository = str(results["static-tested"].evidence), world["ref"].repository
+    load_and_check(world["client"], repository, evidence, subject_hex=digest[7:],
+                   stage="static-tested", keys=[key.public_key], cache=cache)
+    assert len(cache) == 1
+    with pytest.raises(EvidenceError, match="is about another image"):
+        load_and_check(world["client"], repository, evidence, subject_hex="0" * 64,
+                       stage="static-tested", keys=[key.public_key], cache=cache)
