@@ -429,3 +429,34 @@ def test_remembered_evidence_is_not_evidence_for_another_image(world) -> None:  
     with pytest.raises(EvidenceError, match="is about another image"):
         load_and_check(world["client"], repository, evidence, subject_hex="0" * 64,
                        stage="static-tested", keys=[key.public_key], cache=cache)
+
+
+def test_evidence_nested_too_deeply_is_bad_evidence_not_a_crash() -> None:
+    """A stage key holder could sign a statement nested beyond Python's parser: refused
+    as evidence, with the usual error, never a RecursionError."""
+    import base64 as b64
+    import json as _json
+    from types import SimpleNamespace
+
+    from countersign.assure.evidence import PAYLOAD_TYPE, EvidenceError, load_and_check, pae
+    from countersign.tuf import PrivateKey
+
+    key = PrivateKey.generate("ecdsa")
+    payload = b"[" * 200_000 + b"]" * 200_000
+    sig = key.sign(pae(PAYLOAD_TYPE, payload))
+    envelope_bytes = _json.dumps({"payloadType": PAYLOAD_TYPE,
+                                  "payload": b64.b64encode(payload).decode(),
+                                  "signatures": [{"keyid": key.canonical_key_id,
+                                                  "sig": b64.b64encode(sig).decode()}]}).encode()
+    subject = "ab" * 32
+    manifest = _json.dumps({"layers": [{"digest": "sha256:" + "cd" * 32,
+                                        "size": len(envelope_bytes)}],
+                            "subject": {"digest": f"sha256:{subject}"}}).encode()
+    client = SimpleNamespace(
+        registry="registry.test",
+        get_manifest=lambda repo, digest: SimpleNamespace(
+            verify=lambda d: SimpleNamespace(data=manifest)),
+        get_blob=lambda repo, digest, **kw: envelope_bytes)
+    with pytest.raises(EvidenceError, match="nested too deeply"):
+        load_and_check(client, "team/app", "sha256:" + "ef" * 32,  # type: ignore[arg-type]
+                       subject_hex=subject, stage="static-tested", keys=[key.public_key])

@@ -191,8 +191,12 @@ def load_and_check(client: RegistryClient, repository: str, evidence_digest: str
         known = cache.get(key)
         if known is not None:
             return known
-    predicate = _load_and_check(client, repository, evidence_digest, subject_hex=subject_hex,
-                                stage=stage, keys=keys)
+    try:
+        predicate = _load_and_check(client, repository, evidence_digest,
+                                    subject_hex=subject_hex, stage=stage, keys=keys)
+    except RecursionError:  # JSON nested deeper than Python parses: not evidence we wrote
+        raise EvidenceError(f"evidence {evidence_digest} of stage {stage} is nested too "
+                            "deeply to be read") from None
     if cache is not None and key is not None:
         cache.put(key, predicate)
     return predicate
