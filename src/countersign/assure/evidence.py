@@ -18,12 +18,11 @@ import base64
 import copy
 import datetime as _dt
 import json
-import threading
-from collections import OrderedDict
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from countersign._lru import BoundedLRU
 from countersign.assure.stages import StageRun
 from countersign.errors import CountersignError, VerificationError
 from countersign.registry.client import RegistryClient
@@ -105,64 +104,27 @@ def store(client: RegistryClient, repository: str, subject_digest: str, subject_
     return StoredEvidence(str(digest), str(envelope_digest))
 
 
-class EvidenceCache:
+class EvidenceCache(BoundedLRU):
     """Verified evidence (its predicate) by everything it was verified against; bounded LRU.
 
     At most ``max_entries`` predicates, totalling at most ``max_bytes`` as JSON (one over
     a quarter of that is not kept): a stage's results are as large as its signer made
     them, up to an envelope's 16 MiB. Thread-safe: the webhook's workers share one.
-    ``max_entries=0`` keeps nothing.
+    Predicates go in and come out as copies, so no caller can change a kept one.
     """
 
     def __init__(self, max_entries: int = 1024, *, max_bytes: int = 32 << 20) -> None:
-        if max_entries < 0 or max_bytes < 0:
-            raise ValueError("max_entries and max_bytes must not be negative")
-        self.max_entries = max_entries
-        self.max_bytes = max_bytes
-        self._entries: OrderedDict[Hashable, tuple[dict[str, Any], int]] = OrderedDict()
-        self._size = 0
-        self._lock = threading.Lock()
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def __contains__(self, key: object) -> bool:
-        """Whether ``key`` verified before (a use: it becomes the most recent)."""
-        with self._lock:
-            if key not in self._entries:
-                return False
-            self._entries.move_to_end(key)
-            return True
+        super().__init__(max_entries=max_entries, max_bytes=max_bytes)
 
     def get(self, key: Hashable) -> dict[str, Any] | None:
-        with self._lock:
-            found = self._entries.get(key)
-            if found is None:
-                return None
-            self._entries.move_to_end(key)
-        return copy.deepcopy(found[0])
+        found = super().get(key)
+        return copy.deepcopy(found) if found is not None else None
 
-    def put(self, key: Hashable, predicate: dict[str, Any]) -> None:
-        if self.max_entries == 0:
-            return
-        size = len(json.dumps(predicate, separators=(",", ":")))
-        if size > self.max_bytes // 4:
-            return
-        kept = copy.deepcopy(predicate)
-        with self._lock:
-            old = self._entries.pop(key, None)
-            if old is not None:
-                self._size -= old[1]
-            self._entries[key] = (kept, size)
-            self._size += size
-            while len(self._entries) > self.max_entries or self._size > self.max_bytes:
-                _, (_, dropped) = self._entries.popitem(last=False)
-                self._size -= dropped
-
-    def clear(self) -> None:
-        with self._lock:
-            self._entries.clear()
-            self._size = 0
+    def put(self, key: Hashable, predicate: dict[str, Any], size: int | None = None) -> None:
+        if size is None:
+            size = len(json.dumps(predicate, separators=(",", ":")))
+        if self.admits(size):  # copy only what is kept
+            super().put(key, copy.deepcopy(predicate), size)
 
 
 #: the cache the gate uses unless given its own

@@ -25,11 +25,10 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import hashlib
-import threading
-from collections import OrderedDict
-from collections.abc import Hashable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
+from countersign._lru import BoundedLRU
 from countersign.errors import CountersignError, RollbackError, VerificationError
 from countersign.tuf.metadata import (
     ROOT,
@@ -56,55 +55,14 @@ def digest(data: bytes) -> bytes:
     return hashlib.sha256(data).digest()
 
 
-class VerifiedMemo:
-    """A bounded, thread-safe LRU of verified results, by content key.
+class VerifiedMemo(BoundedLRU):
+    """Verified results by content key, bounded by entries and by their files' bytes.
 
-    At most ``max_entries`` results, whose files total at most ``max_bytes``
-    (a single file over a quarter of that is not kept). ``max_entries=0``
-    keeps nothing: every refresh verifies everything.
+    ``max_entries=0`` keeps nothing: every refresh verifies everything.
     """
 
     def __init__(self, *, max_entries: int = 4096, max_bytes: int = 32 << 20) -> None:
-        if max_entries < 0 or max_bytes < 0:
-            raise ValueError("max_entries and max_bytes must not be negative")
-        self.max_entries = max_entries
-        self.max_bytes = max_bytes
-        self._entries: OrderedDict[Hashable, tuple[Any, int]] = OrderedDict()
-        self._size = 0
-        self._lock = threading.Lock()
-        self.hits = 0
-        self.misses = 0
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def get(self, key: Hashable) -> Any:
-        with self._lock:
-            entry = self._entries.get(key)
-            if entry is None:
-                self.misses += 1
-                return None
-            self._entries.move_to_end(key)
-            self.hits += 1
-            return entry[0]
-
-    def put(self, key: Hashable, value: Any, size: int) -> None:
-        if self.max_entries == 0 or size > self.max_bytes // 4:
-            return
-        with self._lock:
-            old = self._entries.pop(key, None)
-            if old is not None:
-                self._size -= old[1]
-            self._entries[key] = (value, size)
-            self._size += size
-            while len(self._entries) > self.max_entries or self._size > self.max_bytes:
-                _, (_, dropped) = self._entries.popitem(last=False)
-                self._size -= dropped
-
-    def clear(self) -> None:
-        with self._lock:
-            self._entries.clear()
-            self._size = 0
+        super().__init__(max_entries=max_entries, max_bytes=max_bytes)
 
 
 #: the memo every :class:`~countersign.client.updater.Updater` shares unless given its own
