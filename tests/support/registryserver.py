@@ -121,32 +121,15 @@ class DockerRegistry:
 
     def blob_path(self, digest: str) -> Path:
         """Where the registry keeps blob ``digest``'s bytes."""
-        algorithm, _, hexdigest = digest.partition(":")
-        return (self.root / "docker" / "registry" / "v2" / "blobs" / algorithm
-                / hexdigest[:2] / hexdigest / "data")
+        from countersign.sandbox.services import registry_blob_path
+
+        return registry_blob_path(self.root, digest)
 
     def _config(self) -> str:
-        return "\n".join([
-            "version: 0.1",
-            "log:",
-            "  level: warn",
-            "  accesslog:",
-            "    disabled: true",
-            "storage:",
-            "  filesystem:",
-            f"    rootdirectory: {self.root}",
-            "  delete:",
-            "    enabled: true",
-            "  maintenance:",
-            "    uploadpurging:",
-            "      enabled: false",
-            "http:",
-            f"  addr: 127.0.0.1:{self.port}",
-            f"  secret: countersign-test-{os.getpid()}",
-            *(["  tls:", f"    certificate: {self.tls[0]}", f"    key: {self.tls[1]}"]
-              if self.tls else []),
-            "",
-        ])
+        from countersign.sandbox.services import registry_config
+
+        return registry_config(self.root, f"127.0.0.1:{self.port}",
+                               secret=f"countersign-test-{os.getpid()}", tls=self.tls)
 
     def start(self, timeout: float = 30.0) -> DockerRegistry:
         if self.popen is not None:

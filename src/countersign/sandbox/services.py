@@ -80,6 +80,40 @@ def port_free(port: int) -> bool:
     return True
 
 
+def registry_config(storage: Path, addr: str, *, secret: str,
+                    tls: tuple[Path, Path] | None = None) -> str:
+    """A CNCF distribution config: filesystem storage under ``storage``, deletes allowed,
+    no upload purging (nothing deleted behind a test's or a demo's back), quiet logs,
+    TLS when given."""
+    return "\n".join([
+        "version: 0.1",
+        "log:",
+        "  level: warn",
+        "  accesslog:",
+        "    disabled: true",
+        "storage:",
+        "  filesystem:",
+        f"    rootdirectory: {storage}",
+        "  delete:",
+        "    enabled: true",
+        "  maintenance:",
+        "    uploadpurging:",
+        "      enabled: false",
+        "http:",
+        f"  addr: {addr}",
+        f"  secret: {secret}",
+        *(["  tls:", f"    certificate: {tls[0]}", f"    key: {tls[1]}"] if tls else []),
+        "",
+    ])
+
+
+def registry_blob_path(storage: Path, digest: str) -> Path:
+    """Where distribution's filesystem driver under ``storage`` keeps blob ``digest``."""
+    algorithm, _, hexdigest = digest.partition(":")
+    return (storage / "docker" / "registry" / "v2" / "blobs" / algorithm / hexdigest[:2]
+            / hexdigest / "data")
+
+
 @dataclass(frozen=True)
 class ServiceStatus:
     name: str
@@ -133,9 +167,7 @@ class Sandbox:
 
     def blob_path(self, digest: str) -> Path:
         """Where the registry keeps blob ``digest`` on disk (the filesystem driver's layout)."""
-        algorithm, _, hexdigest = digest.partition(":")
-        return (self.registry_storage / "docker" / "registry" / "v2" / "blobs" / algorithm
-                / hexdigest[:2] / hexdigest / "data")
+        return registry_blob_path(self.registry_storage, digest)
 
     def ports(self) -> dict[str, int]:
         """The ports of the services, from ``sandbox.json`` (empty before the first ``up``)."""
@@ -325,28 +357,9 @@ class Sandbox:
         directory = self.root / "registry"
         self.registry_storage.mkdir(parents=True, exist_ok=True)
         config = directory / "config.yml"
-        config.write_text("\n".join([
-            "version: 0.1",
-            "log:",
-            "  level: warn",
-            "  accesslog:",
-            "    disabled: true",
-            "storage:",
-            "  filesystem:",
-            f"    rootdirectory: {self.registry_storage}",
-            "  delete:",
-            "    enabled: true",
-            "  maintenance:",
-            "    uploadpurging:",
-            "      enabled: false",
-            "http:",
-            f"  addr: {HOST}:{port}",
-            f"  secret: {secrets.token_hex(16)}",
-            "  tls:",
-            f"    certificate: {self.tls.server_cert}",
-            f"    key: {self.tls.server_key}",
-            "",
-        ]))
+        config.write_text(registry_config(
+            self.registry_storage, f"{HOST}:{port}", secret=secrets.token_hex(16),
+            tls=(self.tls.server_cert, self.tls.server_key)))
         config.chmod(0o600)
         self._launch(REGISTRY, [str(binary), "serve", str(config)], port, "/v2/", timeout)
 
