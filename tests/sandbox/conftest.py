@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,34 +11,6 @@ import pytest
 
 from countersign.sandbox.image import APT_ARCHIVES
 from countersign.sandbox.services import Sandbox, find_registry
-
-COUNTERSIGN = str(Path(sys.executable).parent / "countersign")
-
-
-def run_cli(*args: str, env: dict[str, str] | None = None,
-            timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    """``countersign ARGS`` as a separate process, as a user runs it."""
-    base = {k: v for k, v in os.environ.items()
-            if not k.startswith(("COUNTERSIGN_", "NOTARY_", "DOCKER_CONTENT_TRUST_"))}
-    return subprocess.run([COUNTERSIGN, *args], capture_output=True, text=True,
-                          env={**base, **(env or {})}, stdin=subprocess.DEVNULL,
-                          timeout=timeout, check=False)
-
-
-def processes_mentioning(text: str) -> list[tuple[int, str]]:
-    """Every live process whose command line contains ``text`` (zombies excluded)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if text in cmdline and state != "Z":
-            found.append((int(entry.name), cmdline.strip()))
-    return found
 
 
 @pytest.fixture(scope="session")

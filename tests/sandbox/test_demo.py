@@ -7,8 +7,8 @@ import re
 from pathlib import Path
 
 import pytest
+from procs import processes_mentioning, run_cli
 
-from conftest import processes_mentioning, run_cli
 from countersign.sandbox.demo import Demo, StepFailed
 from countersign.sandbox.services import Sandbox
 

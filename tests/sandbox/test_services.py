@@ -11,8 +11,8 @@ import time
 from pathlib import Path
 
 import httpx
+from procs import processes_mentioning, run_cli
 
-from conftest import processes_mentioning, run_cli
 from countersign.sandbox import procs
 from countersign.sandbox.services import REGISTRY, TRUST_SERVER, Sandbox
 
