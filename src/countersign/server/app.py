@@ -154,7 +154,6 @@ class TrustServer:
         self._immutable: OrderedDict[tuple[str, str, str], StoredFile] = OrderedDict()
         self._gun_locks: dict[str, asyncio.Lock] = {}
         self._reloads: dict[str, asyncio.Future[CurrentView | None]] = {}
-        self._generations: dict[str, int] = {}
 
     # --- ASGI ------------------------------------------------------------------
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -265,11 +264,10 @@ class TrustServer:
         return await asyncio.shield(task)
 
     async def _reload(self, gun: str, now: float) -> CurrentView | None:
-        generation = self._generations.get(gun, 0)
         mark = self._mark(gun)  # before reading: a write committed after it changes it
         try:
             view = await asyncio.to_thread(self.processor.fresh_view, gun)
-            if self._generations.get(gun, 0) == generation:  # no local write meanwhile
+            if self._mark(gun) == mark:  # no write meanwhile, here or in another worker
                 if view is not None:
                     self._views[gun] = _CachedView(view, now + self.config.cache_ttl, mark)
                 else:
@@ -316,13 +314,12 @@ class TrustServer:
         return file
 
     def _mark(self, gun: str) -> int:
-        marks = self.storage.marks
-        return marks.current(gun) if marks is not None else 0
+        return self.storage.marks.current(gun)
 
     def _forget(self, gun: str) -> None:
-        """After a local write: drop the view, and let no reload begun before it cache it."""
+        """After a local write: drop the view and the reload in flight (the write changed the
+        GUN's mark, so that reload will not cache what it read)."""
         self._views.pop(gun, None)
-        self._generations[gun] = self._generations.get(gun, 0) + 1
         self._reloads.pop(gun, None)
 
     # --- writes ----------------------------------------------------------------

@@ -7,7 +7,9 @@ timestamp). The workers share one anonymous memory map, made before they are
 forked: a writer stores a fresh mark in the GUN's slot after its transaction
 commits; a reader notes the slot's mark before it loads a view from the
 database and serves that view only while the mark is unchanged. Several GUNs
-may share a slot, which costs a needless reload, never a stale read.
+may share a slot, which costs a needless reload, never a stale read. With one
+process the marks do the same job: a reload that began before a write does not
+cache what it read.
 
 A writer holds the slot's lock from before its transaction until its mark is
 stored, so the mark it returns is the one that stands for exactly what it

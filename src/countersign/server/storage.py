@@ -73,7 +73,7 @@ class Written:
     """What one write stored, and the GUN's change mark that stands for it."""
 
     files: list[StoredFile]
-    mark: int  # 0 when the storage keeps no change marks
+    mark: int
 
 
 @dataclass(frozen=True)
@@ -173,7 +173,8 @@ class Storage:
     def __init__(self, url: str, *, create: bool = True,
                  marks: ChangeMarks | None = None) -> None:
         self.url = url = database_url(url)
-        self.marks = marks
+        # shared by forked workers when made before the fork (cli.serve --workers)
+        self.marks = marks if marks is not None else ChangeMarks()
         self.is_sqlite = url.startswith("sqlite")
         kwargs: dict[str, Any] = {}
         if self.is_sqlite:
@@ -280,12 +281,8 @@ class Storage:
     @contextmanager
     def _marking(self, gun: str) -> Iterator[Callable[[], int]]:
         """Around a GUN's write: hold its change-mark slot; yields "commit done, mark it"."""
-        marks = self.marks
-        if marks is None:
-            yield lambda: 0
-            return
-        with marks.writing(gun):
-            yield lambda: marks.changed(gun)
+        with self.marks.writing(gun):
+            yield lambda: self.marks.changed(gun)
 
     def write(self, gun: str, files: Sequence[NewFile], *,
               after_timestamp: int | Unset | None = UNSET) -> Written:
