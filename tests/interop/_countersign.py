@@ -8,6 +8,7 @@ import signal
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Self
 
 from _notary import (
     DEFAULT_MAX_BODY,
@@ -27,19 +28,30 @@ COUNTERSIGN = str(Path(sys.executable).parent / "countersign")
 SIGNER_PASSPHRASE = "interop-signer-passphrase"
 
 
-class CountersignServer:
-    """``countersign serve`` with TLS on a free port; SQLite in ``workdir`` unless ``db``."""
+class CountersignProcess:
+    """A ``countersign`` service as a child process with TLS on a free 127.0.0.1 port.
 
-    def __init__(self, workdir: Path, *, db: str | None = None,
-                 extra_args: Sequence[str] = (), startup_timeout: float = 30.0,
-                 tls: TLSFiles | None = None) -> None:
+    Subclasses say which command (``_argv``), with which environment (``_env``),
+    and where it logs; starting, retrying a taken port and stopping are here.
+    """
+
+    name = "countersign"
+    log_name = "server.log"
+
+    def __init__(self, workdir: Path, *, extra_args: Sequence[str] = (),
+                 startup_timeout: float = 30.0, tls: TLSFiles | None = None) -> None:
         self.workdir = workdir
-        self.db = db or f"sqlite:///{workdir / 'countersign.db'}"
         self.extra_args = list(extra_args)
         self.startup_timeout = startup_timeout
         self.tls = tls
         self.port = 0
         self._proc: _Process | None = None
+
+    def _argv(self, tls: TLSFiles) -> list[str]:
+        raise NotImplementedError
+
+    def _env(self) -> dict[str, str]:
+        return dict(os.environ)
 
     @property
     def url(self) -> str:
@@ -52,7 +64,7 @@ class CountersignServer:
 
     @property
     def log_path(self) -> Path:
-        return self.workdir / "server.log"
+        return self.workdir / self.log_name
 
     def logs(self) -> str:
         return tail(self.log_path)
@@ -63,31 +75,53 @@ class CountersignServer:
     def pids(self) -> list[int]:
         return [self._proc.popen.pid] if self._proc else []
 
-    def start(self) -> CountersignServer:
+    def start(self) -> Self:
         self.workdir.mkdir(parents=True, exist_ok=True)
         if self.tls is None:
             self.tls = make_tls_material(self.workdir / "pki")
         for _attempt in range(3):
             self.port = free_port()
-            argv = [COUNTERSIGN, "serve", "--db", self.db, "--listen",
-                    f"127.0.0.1:{self.port}", "--tls-cert", str(self.tls.server_cert),
-                    "--tls-key", str(self.tls.server_key), "--log-level", "warning",
-                    *self.extra_args]
-            env = {**os.environ, "COUNTERSIGN_SIGNER_PASSPHRASE": SIGNER_PASSPHRASE}
-            self._proc = _Process("countersign", argv, self.log_path, self.port, env)
+            self._proc = _Process(self.name, self._argv(self.tls), self.log_path, self.port,
+                                  self._env())
             try:
                 self._proc.wait_port(self.startup_timeout, _probe_context(self.tls))
                 return self
             except ProcessStartError:
                 self._proc.stop()
-                if "address already in use" not in self.logs().lower():
+                text = self.logs().lower()
+                if "address already in use" not in text and "cannot listen" not in text:
                     raise
-        raise ProcessStartError(f"countersign serve could not bind a port\n{self.logs()}")
+        raise ProcessStartError(f"{self.name} could not bind a port\n{self.logs()}")
 
     def stop(self) -> None:
         if self._proc is not None:
             self._proc.stop()
             self._proc = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class CountersignServer(CountersignProcess):
+    """``countersign serve`` with TLS on a free port; SQLite in ``workdir`` unless ``db``."""
+
+    def __init__(self, workdir: Path, *, db: str | None = None,
+                 extra_args: Sequence[str] = (), startup_timeout: float = 30.0,
+                 tls: TLSFiles | None = None) -> None:
+        super().__init__(workdir, extra_args=extra_args, startup_timeout=startup_timeout,
+                         tls=tls)
+        self.db = db or f"sqlite:///{workdir / 'countersign.db'}"
+
+    def _argv(self, tls: TLSFiles) -> list[str]:
+        return [COUNTERSIGN, "serve", "--db", self.db, "--listen", f"127.0.0.1:{self.port}",
+                "--tls-cert", str(tls.server_cert), "--tls-key", str(tls.server_key),
+                "--log-level", "warning", *self.extra_args]
+
+    def _env(self) -> dict[str, str]:
+        return {**os.environ, "COUNTERSIGN_SIGNER_PASSPHRASE": SIGNER_PASSPHRASE}
 
     def kill(self) -> None:
         """SIGKILL, as a crash would."""
@@ -95,12 +129,6 @@ class CountersignServer:
             self._proc.popen.send_signal(signal.SIGKILL)
             self._proc.popen.wait()
             self._proc = None
-
-    def __enter__(self) -> CountersignServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def get(self, path: str, *, max_bytes: int = DEFAULT_MAX_BODY) -> HTTPResult:
         return https_get(self.url, path, self.ca_path, max_bytes=max_bytes)
