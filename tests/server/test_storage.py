@@ -582,3 +582,13 @@ def test_postgresql_database_missing_or_dropped(postgres_server: PostgresServer,
         assert store.healthy() is not None
     finally:
         store.close()
+
+
+def test_no_writable_temporary_directory_is_a_storage_error(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "missing"))
+    with pytest.raises(StorageError, match="change marks") as caught:
+        Storage(f"sqlite:///{tmp_path / 'db'}")
+    assert caught.value.advice and "TMPDIR" in caught.value.advice

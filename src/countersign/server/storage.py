@@ -174,7 +174,13 @@ class Storage:
                  marks: ChangeMarks | None = None) -> None:
         self.url = url = database_url(url)
         # shared by forked workers when made before the fork (cli.serve --workers)
-        self.marks = marks if marks is not None else ChangeMarks()
+        if marks is None:
+            try:
+                marks = ChangeMarks()
+            except OSError as exc:
+                raise StorageError(f"cannot make the server's change marks: {exc.strerror}",
+                                   advice="TMPDIR must name a writable directory") from None
+        self.marks = marks
         self.is_sqlite = url.startswith("sqlite")
         kwargs: dict[str, Any] = {}
         if self.is_sqlite:
