@@ -28,7 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from countersign._asgi import BodyError, Receive, Scope, Send, header, lifespan, read_body, respond
+from countersign._web import BodyError, Request, Response, WebApp
 from countersign.assure.gate import Decision, decide, pinning_for
 from countersign.assure.policy import Policy
 from countersign.assure.webhook import (
@@ -52,13 +52,13 @@ from countersign.registry.transfer import ImageReference
 
 log = logging.getLogger("countersign.webhook")
 
-JSON = b"application/json"
+JSON = "application/json"
 DEFAULT_MAX_BODY = 8 * 1024 * 1024
 DEFAULT_TIMEOUT = 8.0
 
 
-class WebhookApp:
-    """The ASGI application; see the module docstring."""
+class WebhookApp(WebApp):
+    """The ASGI and RSGI application; see the module docstring."""
 
     def __init__(self, decide_image: Decide, *, mutate: bool = False, fail_open: bool = False,
                  cache: DecisionCache | None = None, max_body: int = DEFAULT_MAX_BODY,
@@ -77,36 +77,23 @@ class WebhookApp:
                                             thread_name_prefix="countersign-gate")
         self._pending: dict[str, asyncio.Future[Outcome]] = {}
 
-    # --- ASGI ------------------------------------------------------------------
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            await self._lifespan(receive, send)
-            return
-        if scope["type"] != "http":
-            return
+    async def handle(self, request: Request) -> Response:
         try:
-            status, body = await self._dispatch(scope, receive)
+            status, body = await self._dispatch(request)
         except AdmissionError as exc:
             status, body = exc.status, _error(exc.render())
         except Exception:  # never a 5xx with a traceback: a refusal that says so
             log.exception("unexpected failure handling a request")
             status, body = 400, _error("the request could not be handled")
-        await respond(send, status, body, [(b"content-type", JSON),
-                                           (b"cache-control", b"no-store")])
-
-    async def _lifespan(self, receive: Receive, send: Send) -> None:
-        async def shutdown() -> None:
-            self.close()
-
-        await lifespan(receive, send, shutdown)
+        return Response(status, body, [("content-type", JSON), ("cache-control", "no-store")])
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
         if self.on_close is not None:
             self.on_close()
 
-    async def _dispatch(self, scope: Scope, receive: Receive) -> tuple[int, bytes]:
-        path, method = scope["path"], scope["method"]
+    async def _dispatch(self, request: Request) -> tuple[int, bytes]:
+        path, method = request.path, request.method
         if path == "/healthz":
             if method not in ("GET", "HEAD"):
                 raise AdmissionError(f"{method} /healthz: use GET", status=405)
@@ -117,18 +104,18 @@ class WebhookApp:
                                  f"to {' or '.join(routes)})", status=404)
         if method != "POST":
             raise AdmissionError(f"{method} {path}: POST an AdmissionReview", status=405)
-        content_type = header(scope, b"content-type")
+        content_type = request.header("content-type")
         if content_type is not None and content_type.split(";")[0].strip().lower() not in (
                 "application/json", ""):
             raise AdmissionError(f"content type {content_type[:100]!r} is not application/json",
                                  status=415)
-        body = await self._read_body(scope, receive)
+        body = await self._read_body(request)
         review = await self.review(body, mutate=routes[path])
         return 200, json.dumps(review, separators=(",", ":")).encode()
 
-    async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
+    async def _read_body(self, request: Request) -> bytes:
         try:
-            return await read_body(scope, receive, self.max_body)
+            return await request.body(self.max_body)
         except BodyError as exc:
             raise AdmissionError(str(exc), status=413 if exc.too_large else 400) from None
 

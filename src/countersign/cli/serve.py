@@ -9,11 +9,12 @@ import os
 import signal
 import socket
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from countersign.errors import CountersignError
 
 if TYPE_CHECKING:
+    from countersign._web import WebApp
     from countersign.server.app import TrustServer
     from countersign.server.coherence import ChangeMarks
 
@@ -112,7 +113,7 @@ def _serve(args: argparse.Namespace) -> int:
     if args.workers == 1:
         app = build_server(args)
         os.environ.pop("COUNTERSIGN_SIGNER_PASSPHRASE", None)  # not inherited by anything
-        run_asgi(app, address, tls_cert=args.tls_cert, tls_key=args.tls_key)
+        run_app(app, address, tls_cert=args.tls_cert, tls_key=args.tls_key)
         return 0
     return _run_workers(args, address)
 
@@ -150,7 +151,7 @@ def _run_workers(args: argparse.Namespace, address: tuple[str, int]) -> int:
             for signum in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(signum, signal.SIG_DFL)
             app = build_server(args, marks=marks, passphrase=passphrase)
-            run_asgi(app, address, tls_cert=args.tls_cert, tls_key=args.tls_key)
+            run_app(app, address, tls_cert=args.tls_cert, tls_key=args.tls_key)
             code = 0
         except CountersignError as exc:
             log.error("worker failed", extra={"worker": index, "error": exc.render()})
@@ -209,14 +210,15 @@ def _die_with_parent() -> None:
             os._exit(0)
 
 
-def run_asgi(app: Any, address: tuple[str, int], *, tls_cert: Path | None,
-             tls_key: Path | None) -> None:
-    """Serve ``app`` on ``listener`` until SIGTERM/SIGINT, then shut down gracefully.
+def run_app(app: WebApp, address: tuple[str, int], *, tls_cert: Path | None,
+            tls_key: Path | None) -> None:
+    """Serve ``app`` on ``address`` until SIGTERM/SIGINT, then shut down gracefully.
 
     The one serving loop of every countersign service (``serve``, ``webhook``):
     granian, whose HTTP and TLS run in Rust outside the interpreter, embedded in
     this process so the application object (and the signer's keys) never has to
-    be rebuilt from an import string in another process.
+    be rebuilt from an import string in another process. It speaks RSGI, granian's
+    own interface, where a response is one call into Rust (ASGI needs two messages).
     """
     import asyncio
 
@@ -227,7 +229,7 @@ def run_asgi(app: Any, address: tuple[str, int], *, tls_cert: Path | None,
     from granian.server.embed import Server
 
     host, port = address
-    server = Server(app, address=host, port=port, interface=Interfaces.ASGI,
+    server = Server(app, address=host, port=port, interface=Interfaces.RSGI,
                     http=HTTPModes.http1, websockets=False, backlog=2048,
                     http1_settings=HTTP1Settings(header_read_timeout=30_000),
                     log_enabled=False, log_level=LogLevels.error,

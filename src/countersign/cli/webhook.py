@@ -81,7 +81,7 @@ def _webhook(args: argparse.Namespace) -> int:
     from countersign.assure.policy import load_policy
     from countersign.assure.webhook import DecisionCache
     from countersign.assure.webhook_server import PolicyGate, WebhookApp
-    from countersign.cli.serve import bind, run_asgi
+    from countersign.cli.serve import bind, run_app
     from countersign.server import logs
 
     _check(args)
@@ -95,5 +95,5 @@ def _webhook(args: argparse.Namespace) -> int:
     app = WebhookApp(gate, mutate=args.mode == "mutate", fail_open=args.fail_open, cache=cache,
                      max_body=args.max_body, timeout=args.timeout, workers=args.threads,
                      on_close=gate.close)
-    run_asgi(app, listener, tls_cert=args.tls_cert, tls_key=args.tls_key)
+    run_app(app, listener, tls_cert=args.tls_cert, tls_key=args.tls_key)
     return 0

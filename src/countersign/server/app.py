@@ -17,10 +17,10 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from urllib.parse import parse_qs
 
-from countersign._asgi import BodyError, Receive, Scope, Send, header, lifespan, read_body, respond
+from countersign._web import BodyError, Request, Response, WebApp
 from countersign.errors import CountersignError
 from countersign.server import auth, multipart
 from countersign.server.apierrors import APIError, ValidationFailure
@@ -48,10 +48,10 @@ from countersign.tuf.timefmt import GoTime
 
 log = logging.getLogger("countersign.server")
 
-CURRENT_CACHE = b"public, max-age=300, s-maxage=300, must-revalidate"
-CONSISTENT_CACHE = b"public, max-age=2592000, s-maxage=2592000"
-TEXT = b"text/plain; charset=utf-8"
-JSON = b"application/json; charset=utf-8"
+CURRENT_CACHE = "public, max-age=300, s-maxage=300, must-revalidate"
+CONSISTENT_CACHE = "public, max-age=2592000, s-maxage=2592000"
+TEXT = "text/plain; charset=utf-8"
+JSON = "application/json; charset=utf-8"
 _HEX = frozenset("0123456789abcdef")
 MAX_CHANGE_RECORDS = 10_000
 
@@ -74,7 +74,23 @@ class Route:
 
 
 def route(method: str, path: str) -> Route:
-    """Match a request as notary-server's router does, without regular expressions."""
+    """Match a request as notary-server's router does, without regular expressions.
+
+    Routes are immutable and a server sees the same few paths over and over, so
+    the answers for short paths are remembered (at most 8,192 of at most 512
+    characters: hostile paths can evict entries, never grow the memory).
+    """
+    if len(path) <= 512 and len(method) <= 16:
+        return _remembered_route(method, path)
+    return _match(method, path)
+
+
+@functools.lru_cache(maxsize=8192)
+def _remembered_route(method: str, path: str) -> Route:
+    return _match(method, path)
+
+
+def _match(method: str, path: str) -> Route:
     if path in ("/v2/", "/v2"):
         return Route("base")
     if path == "/_notary_server/health":
@@ -119,27 +135,38 @@ def _gun_ok(gun: str) -> bool:
 
 
 @functools.lru_cache(maxsize=4096)
-def _http_date(when: _dt.datetime) -> bytes:
+def _http_date(when: _dt.datetime) -> str:
     """Go's ``time.RFC1123`` in UTC, as notary-server writes ``Last-Modified``."""
-    return when.astimezone(_dt.UTC).strftime("%a, %d %b %Y %H:%M:%S UTC").encode()
+    return when.astimezone(_dt.UTC).strftime("%a, %d %b %Y %H:%M:%S UTC")
 
 
-@dataclass
 class _CachedView:
-    view: CurrentView
-    until: float
-    mark: int  # the GUN's change mark the view stands for (see server.coherence)
+    """A GUN's current view, the change mark it stands for, and its responses, built once."""
+
+    __slots__ = ("mark", "responses", "slot", "until", "view")
+
+    def __init__(self, view: CurrentView, until: float, mark: int, slot: int) -> None:
+        self.view = view
+        self.until = until
+        self.mark = mark
+        self.slot = slot
+        self.responses: dict[str, Response] = {}
+
+    def response(self, role: str) -> Response | None:
+        """The response for ``role`` (the same object for every request on this view)."""
+        found = self.responses.get(role)
+        if found is None:
+            file = self.view.get(role)
+            if file is None:
+                return None
+            found = self.responses[role] = Response(200, file.data, [
+                ("content-type", TEXT), ("cache-control", CURRENT_CACHE),
+                ("last-modified", _http_date(file.updated_at))])
+        return found
 
 
-@dataclass
-class _Response:
-    status: int
-    body: bytes
-    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
-
-
-class TrustServer:
-    """An ASGI application serving notary's HTTP API from :class:`Storage`."""
+class TrustServer(WebApp):
+    """notary's HTTP API from :class:`Storage`, as an ASGI and an RSGI application."""
 
     def __init__(self, storage: Storage, keys: KeyService, *,
                  authorizer: auth.Authorizer | None = None,
@@ -153,20 +180,14 @@ class TrustServer:
         self._views: dict[str, _CachedView] = {}
         self._immutable: OrderedDict[tuple[str, str, str], StoredFile] = OrderedDict()
         self._gun_locks: dict[str, asyncio.Lock] = {}
-        self._reloads: dict[str, asyncio.Future[CurrentView | None]] = {}
+        self._reloads: dict[str, asyncio.Future[_CachedView | None]] = {}
 
-    # --- ASGI ------------------------------------------------------------------
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            await self._lifespan(receive, send)
-            return
-        if scope["type"] != "http":
-            return
+    async def handle(self, request: Request) -> Response:
         start = time.perf_counter()
-        method = scope["method"]
-        matched = route(method, scope["path"])
+        method = request.method
+        matched = route(method, request.path)
         try:
-            response = await self._dispatch(matched, method, scope, receive)
+            response = await self._dispatch(matched, method, request)
         except APIError as exc:
             response = self._error(exc)
         except ValidationFailure as exc:
@@ -175,66 +196,58 @@ class TrustServer:
             log.error("storage failure", extra={"route": matched.name, "error": exc.message})
             response = self._error(APIError("UNAVAILABLE"))
         except _Unauthorized as exc:
-            response = _Response(exc.status, exc.body, [
-                (b"content-type", JSON), (b"www-authenticate", exc.challenge.encode("utf-8"))])
+            response = Response(exc.status, exc.body, [
+                ("content-type", JSON), ("www-authenticate", exc.challenge)])
         except Exception:
             log.exception("unexpected failure", extra={"route": matched.name})
             response = self._error(APIError("UNKNOWN"))
-        await self._send(send, response)
         self.metrics.observe(matched.name, method, response.status, time.perf_counter() - start)
+        return response
 
-    async def _lifespan(self, receive: Receive, send: Send) -> None:
-        async def shutdown() -> None:
-            await asyncio.to_thread(self.storage.close)
-
-        await lifespan(receive, send, shutdown)
+    def close(self) -> None:
+        self.storage.close()
 
     @staticmethod
-    async def _send(send: Send, response: _Response) -> None:
-        await respond(send, response.status, response.body, response.headers)
-
-    @staticmethod
-    def _error(error: APIError) -> _Response:
-        return _Response(error.status, error.body(), [(b"content-type", JSON)])
+    def _error(error: APIError) -> Response:
+        return Response(error.status, error.body(), [("content-type", JSON)])
 
     # --- dispatch --------------------------------------------------------------
-    async def _dispatch(self, matched: Route, method: str, scope: Scope,
-                        receive: Receive) -> _Response:
+    async def _dispatch(self, matched: Route, method: str, request: Request) -> Response:
         name = matched.name
         if name == "health":
             problem = await asyncio.to_thread(self.storage.healthy)
             if problem:
-                return _Response(503, ('{"storage":' + go_string(problem).decode() + "}")
-                                 .encode(), [(b"content-type", JSON)])
-            return _Response(200, b"{}", [(b"content-type", JSON)])
+                return Response(503, ('{"storage":' + go_string(problem).decode() + "}")
+                                 .encode(), [("content-type", JSON)])
+            return Response(200, b"{}", [("content-type", JSON)])
         if name == "metrics":
-            return _Response(200, self.metrics.render(),
-                             [(b"content-type", b"text/plain; version=0.0.4")])
+            return Response(200, self.metrics.render(),
+                             [("content-type", "text/plain; version=0.0.4")])
         gun = matched.gun
         if gun is not None and self.config.gun_prefixes and not any(
                 gun.startswith(p) for p in self.config.gun_prefixes):
             if name == "update":
                 raise APIError("INVALID_GUN", f"gun {gun} is not allowed by this server")
             raise APIError("METADATA_NOT_FOUND")
-        await self._authorize(matched, method, scope)
+        await self._authorize(matched, method, request)
         if name == "base" and method == "GET":
-            return _Response(200, b"{}", [(b"content-type", TEXT)])
+            return Response(200, b"{}", [("content-type", TEXT)])
         if name == "get" and method in ("GET", "HEAD"):
             return await self._get(matched)
         if name == "update" and method == "POST":
-            return await self._update(matched.gun or "", scope, receive)
+            return await self._update(matched.gun or "", request)
         if name == "delete" and method == "DELETE":
             return await self._delete(matched.gun or "")
         if name == "key" and method in ("GET", "POST"):
             return await self._key(matched.gun or "", matched.role, rotate=method == "POST")
         if name in ("changefeed", "gun_changefeed") and method == "GET":
-            return await self._changefeed(matched.gun, scope)
+            return await self._changefeed(matched.gun, request)
         raise APIError("METADATA_NOT_FOUND")
 
-    async def _authorize(self, matched: Route, method: str, scope: Scope) -> None:
+    async def _authorize(self, matched: Route, method: str, request: Request) -> None:
         if self.authorizer is None:
             return
-        authorization = header(scope, b"authorization")
+        authorization = request.header("authorization")
         operation = _operation(matched, method)
         required = auth.required_access(operation, matched.gun if operation != "NotFound"
                                         else None)
@@ -246,7 +259,7 @@ class TrustServer:
             raise _Unauthorized(exc.status, exc.body, exc.challenge) from None
 
     # --- reads -----------------------------------------------------------------
-    async def _view(self, gun: str) -> CurrentView | None:
+    async def _view(self, gun: str) -> _CachedView | None:
         """The GUN's current view: cached, and reloaded by one request at a time.
 
         When the cached view expires, the first request reloads it and the ones
@@ -254,8 +267,9 @@ class TrustServer:
         """
         cached = self._views.get(gun)
         now = time.monotonic()
-        if cached is not None and cached.until > now and cached.mark == self._mark(gun):
-            return cached.view
+        if cached is not None and cached.until > now and \
+                cached.mark == self.storage.marks.at(cached.slot):
+            return cached
         pending = self._reloads.get(gun)
         if pending is not None:
             return await asyncio.shield(pending)
@@ -263,36 +277,38 @@ class TrustServer:
         self._reloads[gun] = task
         return await asyncio.shield(task)
 
-    async def _reload(self, gun: str, now: float) -> CurrentView | None:
-        mark = self._mark(gun)  # before reading: a write committed after it changes it
+    async def _reload(self, gun: str, now: float) -> _CachedView | None:
+        marks = self.storage.marks
+        slot = marks.slot(gun)
+        mark = marks.at(slot)  # before reading: a write committed after it changes it
         try:
             view = await asyncio.to_thread(self.processor.fresh_view, gun)
-            if self._mark(gun) == mark:  # no write meanwhile, here or in another worker
-                if view is not None:
-                    self._views[gun] = _CachedView(view, now + self.config.cache_ttl, mark)
-                else:
+            if view is None:
+                if marks.at(slot) == mark:
                     self._views.pop(gun, None)
-            return view
+                return None
+            cached = _CachedView(view, now + self.config.cache_ttl, mark, slot)
+            if marks.at(slot) == mark:  # no write meanwhile, here or in another worker
+                self._views[gun] = cached
+            return cached
         finally:
             if self._reloads.get(gun) is asyncio.current_task():
                 self._reloads.pop(gun, None)
 
-    async def _get(self, matched: Route) -> _Response:
+    async def _get(self, matched: Route) -> Response:
         gun, role = matched.gun or "", matched.role
         if matched.checksum or matched.version:
             file = await self._immutable_file(gun, role, matched.checksum, matched.version)
             if file is None:
                 raise APIError("METADATA_NOT_FOUND", {})  # notary's detail: its empty error
-            return _Response(200, file.data, [
-                (b"content-type", TEXT), (b"cache-control", CONSISTENT_CACHE),
-                (b"last-modified", _http_date(file.created_at))])
-        view = await self._view(gun)
-        file = view.get(role) if view is not None else None
-        if file is None:
+            return Response(200, file.data, [
+                ("content-type", TEXT), ("cache-control", CONSISTENT_CACHE),
+                ("last-modified", _http_date(file.created_at))])
+        cached = await self._view(gun)
+        response = cached.response(role) if cached is not None else None
+        if response is None:
             raise APIError("METADATA_NOT_FOUND", {})
-        return _Response(200, file.data, [
-            (b"content-type", TEXT), (b"cache-control", CURRENT_CACHE),
-            (b"last-modified", _http_date(file.updated_at))])
+        return response
 
     async def _immutable_file(self, gun: str, role: str, checksum: str,
                               version: int) -> StoredFile | None:
@@ -308,13 +324,13 @@ class TrustServer:
         else:
             file = await asyncio.to_thread(self.storage.by_version, gun, role, version)
         if file is not None:
-            self._immutable[key] = file
-            while len(self._immutable) > self.config.immutable_cache_entries:
-                self._immutable.popitem(last=False)
+            self._remember(key, file)
         return file
 
-    def _mark(self, gun: str) -> int:
-        return self.storage.marks.current(gun)
+    def _remember(self, key: tuple[str, str, str], file: StoredFile) -> None:
+        self._immutable[key] = file
+        while len(self._immutable) > self.config.immutable_cache_entries:
+            self._immutable.popitem(last=False)
 
     def _forget(self, gun: str) -> None:
         """After a local write: drop the view and the reload in flight (the write changed the
@@ -323,18 +339,18 @@ class TrustServer:
         self._reloads.pop(gun, None)
 
     # --- writes ----------------------------------------------------------------
-    async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
+    async def _read_body(self, request: Request) -> bytes:
         limit = self.config.max_body
         try:
-            return await read_body(scope, receive, limit)
+            return await request.body(limit)
         except BodyError as exc:
             if exc.too_large:
                 raise APIError("TOO_LARGE", f"the limit is {limit} bytes") from None
             raise APIError("MALFORMED_UPLOAD") from None
 
-    async def _update(self, gun: str, scope: Scope, receive: Receive) -> _Response:
-        body = await self._read_body(scope, receive)
-        content_type = header(scope, b"content-type") or ""
+    async def _update(self, gun: str, request: Request) -> Response:
+        body = await self._read_body(request)
+        content_type = request.header("content-type") or ""
         try:
             parts = multipart.parse(body, content_type)
         except multipart.MultipartError:
@@ -364,25 +380,29 @@ class TrustServer:
             view = advance_view(previous, written.files)
             if view is not None:  # what this instance just wrote is current: serve it
                 self._views[gun] = _CachedView(
-                    view, time.monotonic() + self.config.cache_ttl, written.mark)
+                    view, time.monotonic() + self.config.cache_ttl, written.mark,
+                    self.storage.marks.slot(gun))
         for new in written.files:
+            # clients fetch what was just written by checksum next (notary publish does)
+            self._remember((gun, new.role, new.sha256), new)
+            self._remember((gun, new.role, f"v{new.version}"), new)
             if new.role == "timestamp":
                 log.info("update", extra={"gun": gun, "timestamp_version": new.version})
-        return _Response(200, b"", [])
+        return Response(200, b"", [])
 
-    async def _delete(self, gun: str) -> _Response:
+    async def _delete(self, gun: str) -> Response:
         await asyncio.to_thread(self.storage.delete, gun)
         self._forget(gun)
         for key in [k for k in self._immutable if k[0] == gun]:
             del self._immutable[key]
         log.info("delete", extra={"gun": gun})
-        return _Response(200, b"", [])
+        return Response(200, b"", [])
 
-    async def _key(self, gun: str, role: str, *, rotate: bool) -> _Response:
+    async def _key(self, gun: str, role: str, *, rotate: bool) -> Response:
         key = await asyncio.to_thread(self._server_key, gun, role, rotate)
         body = (b'{"keytype":' + go_string(key.keytype) + b',"keyval":{"public":'
                 + go_string(key.public) + b',"private":null}}')
-        return _Response(200, body, [(b"content-type", TEXT)])
+        return Response(200, body, [("content-type", TEXT)])
 
     def _server_key(self, gun: str, role: str, rotate: bool) -> PublicKey:
         """The key root lists and the signer holds; else the newest made; else a new one."""
@@ -405,9 +425,8 @@ class TrustServer:
         return newest if newest is not None else self.keys.create(gun, role)
 
     # --- change feed -----------------------------------------------------------
-    async def _changefeed(self, gun: str | None, scope: Scope) -> _Response:
-        query = parse_qs(scope.get("query_string", b"").decode("latin-1"),
-                         keep_blank_values=True)
+    async def _changefeed(self, gun: str | None, request: Request) -> Response:
+        query = parse_qs(request.query, keep_blank_values=True)
         records_text = query.get("records", [""])[0]
         change_text = query.get("change_id", [""])[0]
         records = _go_int32(records_text)
@@ -433,7 +452,7 @@ class TrustServer:
         ]
         records_json = b"[" + b",".join(items) + b"]" if items else b"null"
         body = b'{"count":' + str(len(items)).encode() + b',"records":' + records_json + b"}"
-        return _Response(200, body, [(b"content-type", TEXT)])
+        return Response(200, body, [("content-type", TEXT)])
 
 
 def _operation(matched: Route, method: str) -> str:

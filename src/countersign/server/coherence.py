@@ -49,18 +49,23 @@ class ChangeMarks:
         self._counter = itertools.count(1)
         self._pid = os.getpid()
 
-    def _slot(self, gun: str) -> int:
+    def slot(self, gun: str) -> int:
+        """The GUN's slot (several GUNs may share one; a reader may keep it)."""
         # crc32, not hash(): the same slot in every process, whatever PYTHONHASHSEED
         return zlib.crc32(gun.encode("utf-8", "surrogatepass")) % self._slots
 
     def current(self, gun: str) -> int:
         """The GUN's mark now: note it before reading the database."""
-        return int(self._marks[self._slot(gun)])
+        return int(self._marks[self.slot(gun)])
+
+    def at(self, slot: int) -> int:
+        """The mark of ``slot`` now (:meth:`current` for a reader that kept the slot)."""
+        return int(self._marks[slot])
 
     @contextmanager
     def writing(self, gun: str) -> Iterator[None]:
         """Hold the GUN's slot against writers in every worker: commit, then :meth:`changed`."""
-        slot = self._slot(gun)
+        slot = self.slot(gun)
         with self._threads[slot % len(self._threads)]:
             fcntl.lockf(self._file.fileno(), fcntl.LOCK_EX, 1, slot)
             try:
@@ -74,7 +79,7 @@ class ChangeMarks:
         if pid != self._pid:  # a forked worker: its own counter, its own marks
             self._pid, self._counter = pid, itertools.count(1)
         mark = (pid << 40) | (next(self._counter) & ((1 << 40) - 1))
-        self._marks[self._slot(gun)] = mark
+        self._marks[self.slot(gun)] = mark
         return mark
 
 
