@@ -101,11 +101,27 @@ def parsed(data: bytes, role: str) -> Metadata[Any]:
             _PARSED.move_to_end(key)
             return found
     md = Metadata.from_bytes(data, role=role, what=role)
+    _keep(key, md)
+    return md
+
+
+def made(md: Metadata[Any], role: str) -> bytes:
+    """The file of metadata this server made, remembered as :func:`parsed` would read it.
+
+    The server reads what it signed back on the next update and view; the object
+    it made already is that reading (``to_bytes`` is its exact file form).
+    """
+    data = md.to_bytes()
+    _keep((hashlib.sha256(data).digest(), role), md)
+    return data
+
+
+def _keep(key: tuple[bytes, str], md: Metadata[Any]) -> None:
     with _PARSED_LOCK:
         _PARSED[key] = md
+        _PARSED.move_to_end(key)
         while len(_PARSED) > PARSED_CACHE_ENTRIES:
             _PARSED.popitem(last=False)
-    return md
 
 
 def parse_upload(role: str, data: bytes) -> Upload:
@@ -294,11 +310,11 @@ class UpdateProcessor:
             to_store.append(NewFile(SNAPSHOT, snap_md.signed.version, snapshot_bytes))
         else:
             snap_md = self._generate_snapshot(gun, root, stored(SNAPSHOT), loaded, go_now)
-            snapshot_bytes = snap_md.to_bytes()
+            snapshot_bytes = made(snap_md, SNAPSHOT)
             to_store.append(NewFile(SNAPSHOT, snap_md.signed.version, snapshot_bytes))
 
         ts_md = self._generate_timestamp(gun, root, stored(TIMESTAMP), snapshot_bytes, go_now)
-        to_store.append(NewFile(TIMESTAMP, ts_md.signed.version, ts_md.to_bytes()))
+        to_store.append(NewFile(TIMESTAMP, ts_md.signed.version, made(ts_md, TIMESTAMP)))
         return to_store
 
     def _typed(self, upload: Upload, failure: Any) -> Metadata[Any]:
@@ -423,7 +439,7 @@ class UpdateProcessor:
                 snap.signed, version=snap.signed.version + 1,
                 expires=now.add(DEFAULT_EXPIRY[SNAPSHOT]))))
             if renewed is not None:
-                snapshot_bytes = renewed.to_bytes()
+                snapshot_bytes = made(renewed, SNAPSHOT)
                 updates.append(NewFile(SNAPSHOT, renewed.signed.version, snapshot_bytes))
         stale = not ts.signed.meta[SNAPSHOT].same_file(FileMeta.for_bytes(snapshot_bytes))
         if ts.signed.is_expired(now) or stale:
@@ -431,7 +447,8 @@ class UpdateProcessor:
                 now.add(DEFAULT_EXPIRY[TIMESTAMP]), ts.signed.version + 1,
                 {SNAPSHOT: FileMeta.for_bytes(snapshot_bytes)})))
             if new_ts is not None:
-                updates.append(NewFile(TIMESTAMP, new_ts.signed.version, new_ts.to_bytes()))
+                updates.append(NewFile(TIMESTAMP, new_ts.signed.version,
+                                       made(new_ts, TIMESTAMP)))
             elif updates:
                 return []  # cannot point a timestamp at the renewed snapshot: keep what is
         return updates
