@@ -9,6 +9,7 @@ concurrent publishers are kept from writing the same version.
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import hashlib
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -138,8 +139,19 @@ _BY_VERSION = select(tuf_files).where(tuf_files.c.gun == bindparam("gun"),
                                       tuf_files.c.version == bindparam("version"))
 # One max per role: SQLite answers each from the (gun, role, version) index in one
 # step, where a GROUP BY over several roles reads every stored version of them.
-_HIGHEST = select(func.max(tuf_files.c.version)).where(
-    tuf_files.c.gun == bindparam("gun"), tuf_files.c.role == bindparam("role"))
+_HIGHEST_BATCH = 8
+
+
+@functools.lru_cache(maxsize=_HIGHEST_BATCH)
+def _highest(count: int) -> Any:
+    """One statement for the newest version of ``count`` roles (``:role0``...): one
+    indexed ``max`` each, as scalar subqueries, so an update asks once, not per role."""
+    return select(*[
+        select(func.max(tuf_files.c.version)).where(
+            tuf_files.c.gun == bindparam("gun"), tuf_files.c.role == bindparam(f"role{i}")
+        ).scalar_subquery() for i in range(count)])
+
+
 _INSERT_FILE = tuf_files.insert()
 _INSERT_CHANGE = changefeed.insert()
 
@@ -318,8 +330,13 @@ class Storage:
                 roles: Sequence[str], after_timestamp: int | Unset | None,
                 now: _dt.datetime) -> None:
         with self._write(gun) as conn:
-            highest = {role: top for role in roles if (top := conn.execute(
-                _HIGHEST, {"gun": gun, "role": role}).scalar()) is not None}
+            highest: dict[str, int] = {}
+            for start in range(0, len(roles), _HIGHEST_BATCH):
+                batch = roles[start:start + _HIGHEST_BATCH]
+                row = conn.execute(_highest(len(batch)), {
+                    "gun": gun, **{f"role{i}": role for i, role in enumerate(batch)}}).one()
+                highest.update((role, top) for role, top in zip(batch, row, strict=True)
+                               if top is not None)
             if not isinstance(after_timestamp, Unset) and \
                     highest.get("timestamp") != after_timestamp:
                 raise VersionConflict("timestamp", highest.get("timestamp") or 0)
