@@ -10,8 +10,10 @@ destination is left as it was.
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
+import httpx
 import pytest
 from images import random_files, write_docker_archive, write_layout
 from inprocess import ASGIFetcher
@@ -164,3 +166,53 @@ def test_push_a_docker_archive(registry: MemoryRegistry, tmp_path: Path) -> None
     pushed = push(Location("docker-archive", archive), client, ref)
     pulled = pull(ref, client, tmp_path / "dest", updater=None)
     assert pulled.digest == pushed.digest
+
+
+def test_blobs_are_fetched_concurrently_and_one_failure_stops_the_pull(
+        trust_app: TrustServer, registry: MemoryRegistry, tmp_path: Path) -> None:
+    """Two blob GETs must be in flight at once (a sequential pull never passes the
+    barrier); a tampered layer among them still fails the pull naming it, with the
+    destination never made and no staging directory left."""
+    ref = ImageReference.parse("registry.test/test/concurrent:v1")
+    client = registry.client()
+    layers = [random_files(2, 4096) for _ in range(4)]
+    write_layout(tmp_path / "src", "v1", layers)
+    pushed = push(Location("oci", tmp_path / "src", "v1"), client, ref)
+    owner = _trust(trust_app, tmp_path / "owner", ref.gun)
+    owner.init()
+    owner.sign_tag("v1", pushed.file_meta())
+
+    barrier = threading.Barrier(2, timeout=10)
+    lock = threading.Lock()
+    gets: list[str] = []
+
+    def is_blob_get(request: httpx.Request) -> bool:
+        return request.method == "GET" and "/blobs/sha256:" in request.url.path
+
+    def meeting(request: httpx.Request) -> httpx.Response:  # runs outside the registry's lock
+        with lock:
+            gets.append(request.url.path)
+            first_two = len(gets) <= 2
+        if first_two:
+            barrier.wait()  # BrokenBarrierError (a failed pull) unless two meet here
+        with registry._lock:
+            return registry._route(request)
+
+    registry.intercept(is_blob_get, meeting)
+    pulled = pull(ref, client, tmp_path / "dest", updater=_updater(trust_app, tmp_path / "r",
+                                                                     ref.gun))
+    assert pulled.digest == pushed.digest
+    assert len(gets) == 5  # the config and four layers, each once
+
+    manifest = json.loads(OCILayout(tmp_path / "src").read_blob(pushed.digest))
+    layer = manifest["layers"][2]["digest"]
+    data = bytearray(OCILayout(tmp_path / "src").read_blob(layer))
+    data[0] ^= 0xFF
+    registry.tamper_blob(layer, bytes(data))
+    gets.clear()
+    barrier.reset()
+    with pytest.raises(DigestMismatchError, match=layer):
+        pull(ref, client, tmp_path / "fresh", updater=_updater(trust_app, tmp_path / "r2",
+                                                               ref.gun))
+    assert not (tmp_path / "fresh").exists()
+    assert not any(p.name.startswith(".fresh.") for p in tmp_path.iterdir())

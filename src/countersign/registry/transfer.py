@@ -10,7 +10,9 @@ it streams, and the destination is written only once everything verified.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterator
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -140,23 +142,6 @@ def terminal_progress() -> Progress | None:
     return report
 
 
-def _reporting(write: Callable[[memoryview], object], what: str,
-               progress: Progress | None) -> Callable[[memoryview], object]:
-    """``write``, reporting the bytes written so far to ``progress`` (if any)."""
-    if progress is None:
-        return write
-    done = 0
-
-    def report(piece: memoryview) -> object:
-        nonlocal done
-        result = write(piece)
-        done += piece.nbytes
-        progress(what, done)
-        return result
-
-    return report
-
-
 def _counted(chunks: Iterator[bytes], what: str, progress: Progress | None) -> Iterator[bytes]:
     done = 0
     for chunk in chunks:
@@ -222,6 +207,90 @@ def _blobs(manifest: Manifest) -> list[Descriptor]:
 
 # --- pull -------------------------------------------------------------------------
 
+#: Blobs fetched at once by a pull, as containerd does by default: a layer's SHA-256
+#: runs on one core, and a remote registry's latency is paid once for all of them.
+PULL_CONCURRENCY = 3
+
+
+class _Stopped(Exception):
+    """Another blob of the same pull failed: this one stops at its next piece."""
+
+
+def _fetch_blobs(client: RegistryClient, repository: str, blobs: Sequence[Descriptor],
+                 writer: LayoutWriter, *, progress: Progress | None,
+                 concurrency: int) -> None:
+    """Every blob not in the layout yet into ``writer``, ``concurrency`` at a time.
+
+    Each blob is verified as it streams (``fetch_blob``). The first failure stops
+    the others at their next piece and is raised; their partial files are removed
+    by the writer, so nothing unverified reaches the destination.
+    """
+    todo: list[Descriptor] = []
+    for blob in blobs:
+        if not writer.has(blob.digest) and all(t.digest != blob.digest for t in todo):
+            todo.append(blob)
+    if not todo:
+        return
+    stop = threading.Event()
+    report = _shared_progress(f"pulling {len(todo)} blob{'s' if len(todo) > 1 else ''}",
+                              progress)
+
+    def fetch(blob: Descriptor) -> None:
+        with writer.blob(blob.digest, blob.size, verified_stream=True) as handle:
+            def write(piece: memoryview) -> None:
+                if stop.is_set():
+                    raise _Stopped
+                handle.write(piece)
+                report(piece.nbytes)
+
+            client.fetch_blob(repository, blob.digest, write, expected_size=blob.size)
+
+    try:
+        if concurrency <= 1 or len(todo) == 1:
+            for blob in todo:
+                fetch(blob)
+            return
+        failure: BaseException | None = None
+        with ThreadPoolExecutor(max_workers=min(concurrency, len(todo)),
+                                thread_name_prefix="countersign-pull") as pool:
+            futures = [pool.submit(fetch, blob) for blob in todo]
+            try:
+                for future in as_completed(futures):
+                    if future.cancelled():
+                        continue
+                    exc = future.exception()
+                    if exc is not None and not isinstance(exc, _Stopped) and failure is None:
+                        failure = exc
+                        stop.set()
+                        for waiting in futures:
+                            waiting.cancel()
+            except BaseException:  # Ctrl-C: the running fetches stop at their next piece
+                stop.set()
+                for waiting in futures:
+                    waiting.cancel()
+                raise
+        if failure is not None:
+            raise failure
+    finally:
+        if progress is not None:
+            sys.stderr.write("\n")
+
+
+def _shared_progress(what: str, progress: Progress | None) -> Callable[[int], None]:
+    """A counter of bytes received by every fetch of a pull, reported as one line."""
+    if progress is None:
+        return lambda count: None
+    lock = threading.Lock()
+    done = 0
+
+    def report(count: int) -> None:
+        nonlocal done
+        with lock:
+            done += count
+            progress(what, done)
+
+    return report
+
 
 @dataclass(frozen=True)
 class PulledImage:
@@ -248,12 +317,14 @@ def resolve_signed(updater: Updater, ref: ImageReference) -> tuple[FileMeta, str
 def pull(ref: ImageReference, client: RegistryClient, dest: Path, *,
          updater: Updater | None, dest_tag: str | None = None,
          platform: Platform | str | None = None,
-         progress: Progress | None = None, durable: bool = True) -> PulledImage:
+         progress: Progress | None = None, durable: bool = True,
+         concurrency: int = PULL_CONCURRENCY) -> PulledImage:
     """Fetch ``ref`` into the OCI layout ``dest``; with ``updater``, only what trust signed.
 
     Without ``updater`` (``--no-verify``) the registry's tag is believed, but every
-    blob is still checked against the manifest's digests. When it returns, the
-    layout is on disk (``durable=False``: left to the kernel to write back).
+    blob is still checked against the manifest's digests. ``concurrency`` blobs are
+    fetched at once. When it returns, the layout is on disk (``durable=False``:
+    left to the kernel to write back).
     """
     tag = ref.tag or "latest"
     signed_by = None
@@ -289,16 +360,8 @@ def pull(ref: ImageReference, client: RegistryClient, dest: Path, *,
             document = child_raw.parse()
         if not isinstance(document, Manifest):
             raise VerificationError(f"{ref}: an index inside an index is not supported")
-        for blob in _blobs(document):
-            if writer.has(blob.digest):
-                continue
-            with writer.blob(blob.digest, blob.size, verified_stream=True) as handle:
-                client.fetch_blob(ref.repository, blob.digest,
-                                  _reporting(handle.write, f"pulling {blob.digest[:19]}",
-                                             progress),
-                                  expected_size=blob.size)
-            if progress is not None:
-                sys.stderr.write("\n")
+        _fetch_blobs(client, ref.repository, _blobs(document), writer, progress=progress,
+                     concurrency=concurrency)
         writer.commit(LayoutDescriptor(raw.media_type, top_digest, len(raw.data), {}),
                       dest_tag or tag)
     return PulledImage(ref, top_digest, len(raw.data), signed_by)
