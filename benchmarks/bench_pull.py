@@ -189,12 +189,14 @@ class CpuSample:
 
     machine: float
     ours: float
+    busy: float  # the machine's busy CPU-seconds, interrupts included (the CPU a row costs)
 
     @classmethod
     def take(cls, pids: Sequence[int]) -> CpuSample:
         fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
         user, nice, system = fields[:3]  # irq and softirq time left out: on loopback
         machine = (user + nice + system) / _TICK  # it is this benchmark's own traffic
+        busy = (user + nice + system + fields[5] + fields[6]) / _TICK
         ours = 0.0
         for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
             usage = resource.getrusage(who)
@@ -203,7 +205,7 @@ class CpuSample:
             with contextlib.suppress(OSError, IndexError, ValueError):
                 stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
                 ours += (int(stat[11]) + int(stat[12])) / _TICK
-        return cls(machine, ours)
+        return cls(machine, ours, busy)
 
     def other_since(self, earlier: CpuSample) -> float:
         """CPU-seconds that neither this process, its waited-for children nor the
@@ -245,6 +247,7 @@ class Row:
     cache: list[Any] = field(default_factory=list)
     before: list[float] = field(default_factory=list)
     other_cpu: list[float] = field(default_factory=list)
+    busy_cpu: list[float] = field(default_factory=list)
     discarded: list[dict[str, float]] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
@@ -252,6 +255,7 @@ class Row:
                 "runs_s": self.runs, "warmup_s": self.warmup,
                 "median_s": statistics.median(self.runs), "min_s": min(self.runs),
                 "max_s": max(self.runs), "other_cpu_s": self.other_cpu,
+                "machine_busy_cpu_s": self.busy_cpu,
                 "discarded_disturbed_runs": self.discarded, "source_page_cache": self.cache,
                 "untimed_prime_or_idle_s": self.before}
 
@@ -792,7 +796,7 @@ class Bench:
         """One run of ``row``; repeated (up to ``--retries`` times) when something else
         on the machine took more than ``--max-other-cpu`` CPU-seconds during it."""
         for attempt in range(self.args.retries + 1):
-            elapsed, other = self._attempt(row, f"{label}-{attempt}")
+            elapsed, other, busy = self._attempt(row, f"{label}-{attempt}")
             clean = other <= self.args.max_other_cpu
             print(f"  {row.name:40s} {elapsed:7.3f} s  (other CPU {other:.2f} s"
                   f"{'' if clean else ', disturbed'})", flush=True)
@@ -801,8 +805,10 @@ class Bench:
             row.discarded.append({"s": round(elapsed, 4), "other_cpu_s": round(other, 3)})
         sink.append(round(elapsed, 4))
         row.other_cpu.append(round(other, 3))
+        if sink is row.runs:
+            row.busy_cpu.append(round(busy, 3))
 
-    def _attempt(self, row: Row, label: str) -> tuple[float, float]:
+    def _attempt(self, row: Row, label: str) -> tuple[float, float, float]:
         dest = self.dests / label
         if row.setup is not None:
             row.setup(dest)
@@ -819,14 +825,15 @@ class Bench:
         started = time.perf_counter()
         row.run(dest)
         elapsed = time.perf_counter() - started
-        other = CpuSample.take(pids).other_since(before)
+        after = CpuSample.take(pids)
+        other = after.other_since(before)
         row.cache.append(state)
         if row.check is not None:
             row.check(dest)
         if row.teardown is not None:
             row.teardown(dest)
         _rmtree(dest)
-        return elapsed, other
+        return elapsed, other, after.busy - before.busy
 
     def run(self) -> list[Row]:
         rows = self.rows()
@@ -960,8 +967,8 @@ def ratios(rows: list[Row]) -> dict[str, dict[str, Any]]:
 
 
 def table(rows: list[Row], total: int, rel: dict[str, dict[str, Any]]) -> str:
-    lines = ["| row | median s | min–max s | MB/s | × floor | × skopeo | goal |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| row | median s | min–max s | MB/s | × floor | × skopeo | goal | machine CPU-s |",
+             "|---|---|---|---|---|---|---|---|"]
     for row in rows:
         median = statistics.median(row.runs)
         entry = rel[row.name]
@@ -970,8 +977,9 @@ def table(rows: list[Row], total: int, rel: dict[str, dict[str, Any]]) -> str:
         if "goal_met" in entry:
             goal = "**meets**" if entry["goal_met"] else "misses"
         skopeo = f"{entry['to_skopeo']:.2f}x" if "to_skopeo" in entry else "–"
+        cpu = f"{statistics.median(row.busy_cpu):.2f}" if row.busy_cpu else "–"
         lines.append(f"| {row.name} | {median:.3f} | {min(row.runs):.3f}–{max(row.runs):.3f} "
-                     f"| {mbps} | {entry['to_floor']:.2f}x | {skopeo} | {goal} |")
+                     f"| {mbps} | {entry['to_floor']:.2f}x | {skopeo} | {goal} | {cpu} |")
     return "\n".join(lines)
 
 
