@@ -88,10 +88,14 @@ GOAL_RATIO = 1.5
 # ------------------------------------------------------------------ settings
 
 
+ROWS = ("get", "post", "cli")
+
+
 @dataclass
 class Settings:
     servers: tuple[str, ...] = SERVERS
     tools: tuple[str, ...] = TOOLS
+    rows: tuple[str, ...] = ROWS
     get_duration: float = 5.0
     reps: int = 2
     procs: int = 2
@@ -108,6 +112,8 @@ def parse_args(argv: Sequence[str] | None) -> Settings:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--servers", default=",".join(SERVERS),
                         help=f"comma-separated subset of {','.join(SERVERS)}")
+    parser.add_argument("--rows", default=",".join(ROWS),
+                        help=f"comma-separated subset of {','.join(ROWS)} (default: all)")
     parser.add_argument("--tools", default=",".join(TOOLS),
                         help="GET load tools: loadgen and/or wrk (wrk is skipped if absent)")
     parser.add_argument("--get-duration", type=float, default=5.0,
@@ -135,7 +141,11 @@ def parse_args(argv: Sequence[str] | None) -> Settings:
     for name in tools:
         if name not in TOOLS:
             parser.error(f"unknown tool {name!r}")
-    s = Settings(servers=servers, tools=tools, get_duration=min(args.get_duration, 60.0),
+    rows = tuple(r for r in args.rows.split(",") if r)
+    for name in rows:
+        if name not in ROWS:
+            parser.error(f"unknown row kind {name!r}")
+    s = Settings(servers=servers, tools=tools, rows=rows, get_duration=min(args.get_duration, 60.0),
                  reps=max(1, min(args.reps, 5)), procs=args.procs,
                  post_duration=min(args.post_duration, 60.0),
                  cli_one_reps=max(1, min(args.cli_reps, 50)),
@@ -165,6 +175,16 @@ def _proc_cpu(pid: int) -> float:
         return 0.0
     fields = raw[raw.rindex(")") + 2:].split()
     return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def _cpu_ns(pids: Sequence[int]) -> int:
+    """CPU nanoseconds of every thread of ``pids`` so far (schedstat: finer than ticks)."""
+    total = 0
+    for pid in pids:
+        for task in Path(f"/proc/{pid}/task").glob("*/schedstat"):
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                total += int(task.read_text().split()[0])
+    return total
 
 
 def _descendants(roots: Sequence[int]) -> list[int]:
@@ -514,10 +534,17 @@ def _stage_thousand(cli: _notary.NotaryCLI, gun: str, count: int = 1000) -> None
             json.dumps(change, separators=(",", ":")))
 
 
-def _timed(cli: _notary.NotaryCLI, *args: str) -> float:
+def _timed(cli: _notary.NotaryCLI, *args: str, server: Sequence[int] = (),
+           cpu: list[float] | None = None) -> float:
+    """Wall seconds of one notary command; with ``cpu``, appends the server's CPU
+    milliseconds during it (its threads' schedstat), which the client waited for."""
+    before = _cpu_ns(server)
     t0 = time.perf_counter()
     cli.run_ok(*args, timeout=120)
-    return time.perf_counter() - t0
+    elapsed = time.perf_counter() - t0
+    if cpu is not None:
+        cpu.append((_cpu_ns(server) - before) / 1e6)
+    return elapsed
 
 
 def cli_rows(run: Running, s: Settings, workdir: Path) -> list[dict[str, Any]]:
@@ -525,11 +552,13 @@ def cli_rows(run: Running, s: Settings, workdir: Path) -> list[dict[str, Any]]:
     startup = [_timed(cli, "version") for _ in range(3)]
     cli.run_ok("init", CLI_ONE_GUN)
     cli.run_ok("publish", CLI_ONE_GUN)
-    one = []
+    server = _descendants(run.pids())
+    one: list[float] = []
+    cpu: dict[str, list[float]] = {"one": [], "thousand": []}
     for i in range(s.cli_one_reps):
         digest = hashlib.sha256(f"one-{i}".encode()).hexdigest()
         cli.run_ok("addhash", CLI_ONE_GUN, f"t-{i}", "16", "--sha256", digest)
-        one.append(_timed(cli, "publish", CLI_ONE_GUN))
+        one.append(_timed(cli, "publish", CLI_ONE_GUN, server=server, cpu=cpu["one"]))
     thousand = []
     listed = None
     for rep in range(s.cli_thousand_reps):
@@ -537,21 +566,25 @@ def cli_rows(run: Running, s: Settings, workdir: Path) -> list[dict[str, Any]]:
         cli.run_ok("init", gun)
         cli.run_ok("publish", gun)
         _stage_thousand(cli, gun)
-        thousand.append(_timed(cli, "publish", gun))
+        thousand.append(_timed(cli, "publish", gun, server=server, cpu=cpu["thousand"]))
         if rep == 0:
             listed = len(_notary.parse_list_output(cli.run_ok("list", gun).stdout))
     if listed != 1000:
         raise RuntimeError(f"{run.name}: notary list shows {listed} targets, not 1000")
     runs = []
-    for row, samples in (("notary publish, 1 target", one),
-                         ("notary publish, 1,000 targets", thousand)):
+    for row, samples, key in (("notary publish, 1 target", one, "one"),
+                              ("notary publish, 1,000 targets", thousand, "thousand")):
+        # what no server can take away: each publish's wall time less the server's CPU
+        client_ms = [w * 1000.0 - c for w, c in zip(samples, cpu[key], strict=True)]
         ms = sorted(x * 1000.0 for x in samples)
         result = {"tool": "notary-cli", "samples_ms": [round(x, 2) for x in ms],
                   "requests": len(ms), "errors": 0,
                   "req_per_s": round(1000.0 * len(ms) / sum(ms), 2),
                   "latency_ms": {"p50": round(statistics.median(ms), 2),
                                  "p99": round(ms[-1], 2), "max": round(ms[-1], 2)},
-                  "cli_process_start_ms": round(statistics.median(startup) * 1000, 2)}
+                  "cli_process_start_ms": round(statistics.median(startup) * 1000, 2),
+                  "server_cpu_ms": [round(x, 2) for x in cpu[key]],
+                  "wall_less_server_cpu_ms_median": round(statistics.median(client_ms), 2)}
         runs.append({"row": row, "connections": 1, "tool": "notary-cli", "rep": 0,
                      "result": result})
         log(f"  {run.name} {row}: median {result['latency_ms']['p50']} ms, "
@@ -742,11 +775,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                 running.remove(run)
                 run.stop()
         # All servers stay up (idle) while another is measured.
-        all_runs = get_rows(running, s, tools)
+        all_runs: dict[str, list[dict[str, Any]]] = {r.name: [] for r in running}
+        if "get" in s.rows:
+            all_runs = get_rows(running, s, tools)
         for run in running:
-            all_runs[run.name] += post_rows(run, s)
+            if "post" in s.rows:
+                all_runs[run.name] += post_rows(run, s)
         for run in running:
-            all_runs[run.name] += cli_rows(run, s, workdir)
+            if "cli" in s.rows:
+                all_runs[run.name] += cli_rows(run, s, workdir)
         for run in running:
             notes[run.name]["tls_negotiated"] = next(
                 (r["result"]["tls"] for r in all_runs[run.name] if r["result"].get("tls")), None)
