@@ -47,6 +47,7 @@ import json
 import os
 import platform
 import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -535,15 +536,21 @@ def _stage_thousand(cli: _notary.NotaryCLI, gun: str, count: int = 1000) -> None
 
 
 def _timed(cli: _notary.NotaryCLI, *args: str, server: Sequence[int] = (),
-           cpu: list[float] | None = None) -> float:
+           cpu: list[float] | None = None, client_cpu: list[float] | None = None) -> float:
     """Wall seconds of one notary command; with ``cpu``, appends the server's CPU
-    milliseconds during it (its threads' schedstat), which the client waited for."""
+    milliseconds during it (its threads' schedstat), which the client waited for, and
+    with ``client_cpu`` the notary process's own CPU milliseconds."""
     before = _cpu_ns(server)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     cli.run_ok(*args, timeout=120)
     elapsed = time.perf_counter() - t0
     if cpu is not None:
         cpu.append((_cpu_ns(server) - before) / 1e6)
+    if client_cpu is not None:
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        client_cpu.append(1000.0 * (after.ru_utime + after.ru_stime
+                                    - children.ru_utime - children.ru_stime))
     return elapsed
 
 
@@ -555,10 +562,12 @@ def cli_rows(run: Running, s: Settings, workdir: Path) -> list[dict[str, Any]]:
     server = _descendants(run.pids())
     one: list[float] = []
     cpu: dict[str, list[float]] = {"one": [], "thousand": []}
+    notary_cpu: dict[str, list[float]] = {"one": [], "thousand": []}
     for i in range(s.cli_one_reps):
         digest = hashlib.sha256(f"one-{i}".encode()).hexdigest()
         cli.run_ok("addhash", CLI_ONE_GUN, f"t-{i}", "16", "--sha256", digest)
-        one.append(_timed(cli, "publish", CLI_ONE_GUN, server=server, cpu=cpu["one"]))
+        one.append(_timed(cli, "publish", CLI_ONE_GUN, server=server, cpu=cpu["one"],
+                          client_cpu=notary_cpu["one"]))
     thousand = []
     listed = None
     for rep in range(s.cli_thousand_reps):
@@ -566,7 +575,8 @@ def cli_rows(run: Running, s: Settings, workdir: Path) -> list[dict[str, Any]]:
         cli.run_ok("init", gun)
         cli.run_ok("publish", gun)
         _stage_thousand(cli, gun)
-        thousand.append(_timed(cli, "publish", gun, server=server, cpu=cpu["thousand"]))
+        thousand.append(_timed(cli, "publish", gun, server=server, cpu=cpu["thousand"],
+                               client_cpu=notary_cpu["thousand"]))
         if rep == 0:
             listed = len(_notary.parse_list_output(cli.run_ok("list", gun).stdout))
     if listed != 1000:
@@ -584,7 +594,8 @@ def cli_rows(run: Running, s: Settings, workdir: Path) -> list[dict[str, Any]]:
                                  "p99": round(ms[-1], 2), "max": round(ms[-1], 2)},
                   "cli_process_start_ms": round(statistics.median(startup) * 1000, 2),
                   "server_cpu_ms": [round(x, 2) for x in cpu[key]],
-                  "wall_less_server_cpu_ms_median": round(statistics.median(client_ms), 2)}
+                  "wall_less_server_cpu_ms_median": round(statistics.median(client_ms), 2),
+                  "notary_process_cpu_ms": [round(x, 2) for x in notary_cpu[key]]}
         runs.append({"row": row, "connections": 1, "tool": "notary-cli", "rep": 0,
                      "result": result})
         log(f"  {run.name} {row}: median {result['latency_ms']['p50']} ms, "
