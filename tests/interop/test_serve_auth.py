@@ -119,3 +119,26 @@ def test_token_auth_needs_its_options(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "--auth token needs --token-realm" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_undecodable_authorization_is_a_401(authed_server: CountersignServer,
+                                            issuer: TokenIssuer) -> None:
+    """Header bytes that are not text reach the server as they are sent (no client
+    library would send them); the answer is the challenge, never a 5xx."""
+    import socket
+    import ssl
+    from urllib.parse import urlsplit
+
+    url = urlsplit(authed_server.url)
+    context = ssl.create_default_context(cafile=str(authed_server.ca_path))
+    for value in (b"Bearer \xff\xfe\x80", b"\xff", b"Basic \xc3("):
+        raw = (b"GET /v2/" + GUN_A.encode() + b"/_trust/tuf/root.json HTTP/1.1\r\nHost: x\r\n"
+               b"Authorization: " + value + b"\r\nConnection: close\r\n\r\n")
+        with socket.create_connection((url.hostname or "127.0.0.1", url.port or 443),
+                                      timeout=20) as plain, \
+                context.wrap_socket(plain, server_hostname=url.hostname) as tls:
+            tls.sendall(raw)
+            answer = b""
+            while piece := tls.recv(65536):
+                answer += piece
+        assert answer.startswith((b"HTTP/1.1 401", b"HTTP/1.1 400")), answer[:200]
