@@ -320,15 +320,14 @@ class Storage:
                        | (set() if isinstance(after_timestamp, Unset) else {"timestamp"}))
         with self._marking(gun) as committed:
             try:
-                self._insert(gun, files, stored, roles, after_timestamp, now)
+                self._insert(gun, stored, roles, after_timestamp, now)
             except IntegrityError:
                 # a concurrent writer took a version first (not expected with the GUN lock)
                 raise VersionConflict(files[0].role if files else "", 0) from None
             return Written(stored, committed())
 
-    def _insert(self, gun: str, files: Sequence[NewFile], stored: Sequence[StoredFile],
-                roles: Sequence[str], after_timestamp: int | Unset | None,
-                now: _dt.datetime) -> None:
+    def _insert(self, gun: str, stored: Sequence[StoredFile], roles: Sequence[str],
+                after_timestamp: int | Unset | None, now: _dt.datetime) -> None:
         with self._write(gun) as conn:
             highest: dict[str, int] = {}
             for start in range(0, len(roles), _HIGHEST_BATCH):
@@ -340,7 +339,7 @@ class Storage:
             if not isinstance(after_timestamp, Unset) and \
                     highest.get("timestamp") != after_timestamp:
                 raise VersionConflict("timestamp", highest.get("timestamp") or 0)
-            for new in files:
+            for new in stored:
                 top = highest.get(new.role)
                 if top is not None and top >= new.version:
                     raise VersionConflict(new.role, new.version)

@@ -214,20 +214,15 @@ class UpdateProcessor:
         self.keys = keys
 
     # --- the update -----------------------------------------------------------------
-    def process(self, gun: str, uploads: Sequence[Upload], *,
-                now: _dt.datetime | None = None,
-                current: CurrentView | Unset | None = UNSET) -> list[NewFile]:
-        """The files to store for ``uploads``, validated against ``current``.
-
-        ``current`` is the GUN's current view if the caller holds it (read from
-        the database otherwise); the caller then writes conditionally on its
-        timestamp version, so a stale view fails the write instead of storing.
-        """
+    def process(self, gun: str, uploads: Sequence[Upload], *, current: CurrentView | None,
+                now: _dt.datetime | None = None) -> list[NewFile]:
+        """The files to store for ``uploads``, validated against ``current``, the GUN's
+        view the update is built on (:meth:`apply` then writes conditionally on its
+        timestamp version, so a stale view fails the write instead of storing)."""
         when = now or _dt.datetime.now(_dt.UTC)
         go_now = GoTime.from_datetime(when)
         by_role = {u.role: u for u in uploads if u.role != TIMESTAMP}
-        if isinstance(current, Unset):
-            current = load_current(self.storage, gun)
+
 
         def stored(role: str) -> Metadata[Any] | None:
             file = current.get(role) if current else None
