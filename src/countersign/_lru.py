@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from typing import Any
 
 
@@ -68,6 +68,14 @@ class BoundedLRU:
             while len(self._entries) > self.max_entries or self._size > self.max_bytes:
                 _, (_, dropped) = self._entries.popitem(last=False)
                 self._size -= dropped
+
+    def discard(self, match: Callable[[Hashable], bool]) -> int:
+        """Drop every value whose key ``match`` accepts (its source is gone); how many."""
+        with self._lock:
+            doomed = [key for key in self._entries if match(key)]
+            for key in doomed:
+                self._size -= self._entries.pop(key)[1]
+            return len(doomed)
 
     def clear(self) -> None:
         with self._lock:

@@ -195,6 +195,20 @@ def test_body_limit(trust_app: TrustServer) -> None:
     assert status == 413 and b"TOO_LARGE" in answer
 
 
+
+def test_a_deleted_repository_is_not_served_from_memory(trust_app: TrustServer) -> None:
+    """Files the server wrote are remembered by checksum and version; a deletion
+    forgets them, as notary-server answers 404 for them afterwards."""
+    repo = Repo(trust_app)
+    assert repo.publish(ROOT, TARGETS)[0] == 200
+    files = repo.served()
+    digest = FileMeta.for_bytes(files[SNAPSHOT]).hashes["sha256"].hex()
+    assert _get(trust_app, f"snapshot.{digest}.json") == (200, files[SNAPSHOT])
+    assert _get(trust_app, "1.timestamp.json") == (200, files[TIMESTAMP])
+    assert call(trust_app, "DELETE", f"/v2/{GUN}/_trust/tuf/")[0] == 200
+    assert _get(trust_app, f"snapshot.{digest}.json")[0] == 404
+    assert _get(trust_app, "1.timestamp.json")[0] == 404
+
 def test_change_feed(trust_app: TrustServer) -> None:
     repo = Repo(trust_app)
     assert repo.publish(ROOT, TARGETS)[0] == 200

@@ -15,11 +15,11 @@ import functools
 import json
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import parse_qs
 
+from countersign._lru import BoundedLRU
 from countersign._web import BodyError, Request, Response, WebApp
 from countersign.errors import CountersignError
 from countersign.server import auth, multipart
@@ -62,6 +62,7 @@ class ServerConfig:
     cache_ttl: float = 1.0
     gun_prefixes: tuple[str, ...] = ()
     immutable_cache_entries: int = 20_000
+    immutable_cache_bytes: int = 256 << 20
 
 
 @dataclass(frozen=True)
@@ -178,7 +179,8 @@ class TrustServer(WebApp):
         self.config = config or ServerConfig()
         self.metrics = metrics or Metrics()
         self._views: dict[str, _CachedView] = {}
-        self._immutable: OrderedDict[tuple[str, str, str], StoredFile] = OrderedDict()
+        self._immutable = BoundedLRU(max_entries=self.config.immutable_cache_entries,
+                                     max_bytes=self.config.immutable_cache_bytes)
         self._gun_locks: dict[str, asyncio.Lock] = {}
         self._reloads: dict[str, asyncio.Future[_CachedView | None]] = {}
 
@@ -313,9 +315,8 @@ class TrustServer(WebApp):
     async def _immutable_file(self, gun: str, role: str, checksum: str,
                               version: int) -> StoredFile | None:
         key = (gun, role, checksum or f"v{version}")
-        cached = self._immutable.get(key)
+        cached: StoredFile | None = self._immutable.get(key)
         if cached is not None:
-            self._immutable.move_to_end(key)
             return cached
         if checksum:
             if len(checksum) != 64:
@@ -324,13 +325,8 @@ class TrustServer(WebApp):
         else:
             file = await asyncio.to_thread(self.storage.by_version, gun, role, version)
         if file is not None:
-            self._remember(key, file)
+            self._immutable.put(key, file, len(file.data))
         return file
-
-    def _remember(self, key: tuple[str, str, str], file: StoredFile) -> None:
-        self._immutable[key] = file
-        while len(self._immutable) > self.config.immutable_cache_entries:
-            self._immutable.popitem(last=False)
 
     def _forget(self, gun: str) -> None:
         """After a local write: drop the view and the reload in flight (the write changed the
@@ -384,8 +380,8 @@ class TrustServer(WebApp):
                     self.storage.marks.slot(gun))
         for new in written.files:
             # clients fetch what was just written by checksum next (notary publish does)
-            self._remember((gun, new.role, new.sha256), new)
-            self._remember((gun, new.role, f"v{new.version}"), new)
+            self._immutable.put((gun, new.role, new.sha256), new, len(new.data))
+            self._immutable.put((gun, new.role, f"v{new.version}"), new, len(new.data))
             if new.role == "timestamp":
                 log.info("update", extra={"gun": gun, "timestamp_version": new.version})
         return Response(200, b"", [])
@@ -393,8 +389,7 @@ class TrustServer(WebApp):
     async def _delete(self, gun: str) -> Response:
         await asyncio.to_thread(self.storage.delete, gun)
         self._forget(gun)
-        for key in [k for k in self._immutable if k[0] == gun]:
-            del self._immutable[key]
+        self._immutable.discard(lambda key: isinstance(key, tuple) and key[0] == gun)
         log.info("delete", extra={"gun": gun})
         return Response(200, b"", [])
 

@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
-import threading
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from countersign._lru import BoundedLRU
 from countersign.errors import CountersignError
 from countersign.server.apierrors import (
     APIError,
@@ -82,9 +81,8 @@ class CurrentView:
         return self.files.get(role)
 
 
-_PARSED: OrderedDict[tuple[bytes, str], Metadata[Any]] = OrderedDict()
-_PARSED_LOCK = threading.Lock()
-PARSED_CACHE_ENTRIES = 512
+#: Parsed metadata by (sha256, role): at most 512 files of at most 64 MiB in all.
+_PARSED = BoundedLRU(max_entries=512, max_bytes=64 << 20)
 
 
 def parsed(data: bytes, role: str) -> Metadata[Any]:
@@ -95,13 +93,11 @@ def parsed(data: bytes, role: str) -> Metadata[Any]:
     every update and every freshness check.
     """
     key = (hashlib.sha256(data).digest(), role)
-    with _PARSED_LOCK:
-        found = _PARSED.get(key)
-        if found is not None:
-            _PARSED.move_to_end(key)
-            return found
+    found: Metadata[Any] | None = _PARSED.get(key)
+    if found is not None:
+        return found
     md = Metadata.from_bytes(data, role=role, what=role)
-    _keep(key, md)
+    _PARSED.put(key, md, len(data))
     return md
 
 
@@ -112,16 +108,8 @@ def made(md: Metadata[Any], role: str) -> bytes:
     it made already is that reading (``to_bytes`` is its exact file form).
     """
     data = md.to_bytes()
-    _keep((hashlib.sha256(data).digest(), role), md)
+    _PARSED.put((hashlib.sha256(data).digest(), role), md, len(data))
     return data
-
-
-def _keep(key: tuple[bytes, str], md: Metadata[Any]) -> None:
-    with _PARSED_LOCK:
-        _PARSED[key] = md
-        _PARSED.move_to_end(key)
-        while len(_PARSED) > PARSED_CACHE_ENTRIES:
-            _PARSED.popitem(last=False)
 
 
 def parse_upload(role: str, data: bytes) -> Upload:
@@ -222,7 +210,6 @@ class UpdateProcessor:
         when = now or _dt.datetime.now(_dt.UTC)
         go_now = GoTime.from_datetime(when)
         by_role = {u.role: u for u in uploads if u.role != TIMESTAMP}
-
 
         def stored(role: str) -> Metadata[Any] | None:
             file = current.get(role) if current else None
