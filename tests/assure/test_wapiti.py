@@ -112,6 +112,8 @@ SQL = ["vulnerabilities", "SQL Injection", 0]
     (_set([*SQL, "level"], 5), "level 5 is not 0, 1, 2, 3 or 4"),
     (_set([*SQL, "level"], True), "level True"),
     (_set([*SQL, "level"], None), "level None"),
+    (_set([*SQL, "level"], "\u00b2"), "is not 0, 1, 2, 3 or 4"),  # isdigit, yet not int()
+    (_set([*SQL, "level"], "9" * 5000), "is not 0, 1, 2, 3 or 4"),  # past int()'s limit
     (_set([*SQL, "path"], 7), "path must be a string"),
     (_set([*SQL, "parameter"], []), "parameter must be a string"),
     (_set(SQL, "x"), "[0] must be an object"),

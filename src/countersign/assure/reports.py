@@ -831,7 +831,7 @@ _WAPITI_FIRST = (3, 0, 4)
 
 def _wapiti_level(value: Any, source: str, where: str) -> Severity:
     # 3.0.4 writes integers; its level constants are strings, so accept "0"-"4" too
-    if isinstance(value, str) and value.strip().isdigit():
+    if isinstance(value, str) and value.strip() in ("0", "1", "2", "3", "4"):
         value = int(value.strip())
     if isinstance(value, bool) or not isinstance(value, int) or value not in _WAPITI_LEVELS:
         raise _fail(source, f"{where}.level {value!r:.20} is not 0, 1, 2, 3 or 4")
