@@ -514,6 +514,21 @@ def test_a_cache_lifetime_that_never_ends_is_refused(ttl: str, tmp_path: Path,
         assert "must be finite numbers of seconds" in capsys.readouterr().err
 
 
+
+def test_an_unusable_registry_ca_stops_the_webhook_at_start(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for name in ("tls.crt", "tls.key"):
+        (tmp_path / name).write_text("unused")
+    (tmp_path / "not-pem.crt").write_text("not a certificate")
+    for ca, needle in (("missing.crt", "cannot read the CA file"),
+                       ("not-pem.crt", "holds no usable PEM certificate")):
+        code = main(["webhook", "--policy", str(tmp_path / "policy.yaml"),
+                     "--tls-cert", str(tmp_path / "tls.crt"),
+                     "--tls-key", str(tmp_path / "tls.key"),
+                     "--registry-ca", str(tmp_path / ca)])
+        err = capsys.readouterr().err
+        assert code == 1 and "--registry-ca" in err and needle in err
+
 def test_reviews_reuse_cached_decisions_until_they_expire(world: World) -> None:
     for image in ("registry.test/shop/report:3.0", "registry.test/shop/migrate:1.0"):
         world.release(image)

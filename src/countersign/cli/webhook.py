@@ -75,6 +75,16 @@ def _check(args: argparse.Namespace) -> None:
         raise CountersignError("--max-body must be at least 1024 bytes")
     if not 1 <= args.threads <= 256:
         raise CountersignError("--threads must be between 1 and 256")
+    if args.registry_ca is not None:  # at start-up, not as a denial of every image later
+        from countersign.client.http import ssl_context
+
+        try:
+            ssl_context(args.registry_ca)
+        except CountersignError as exc:
+            raise CountersignError(f"--registry-ca: {exc.message}",
+                                   advice="give --registry-ca a readable PEM file of the CA "
+                                   "certificate(s) that issued the registries' certificates"
+                                   ) from None
 
 
 def _webhook(args: argparse.Namespace) -> int:
