@@ -149,3 +149,13 @@ def test_the_report_carries_any_text_as_valid_xml(tmp_path: Path) -> None:
     bad = next(f for f in report.findings if f.rule_id == "atheris.m:bad")
     assert bad.message.startswith("boom \ufffd\ufffd[31m <&> \"quoted\" \ufffd end")
     assert not list(tmp_path.glob("*.partial"))
+
+
+@needs_atheris
+def test_an_artifacts_path_that_cannot_hold_files_is_refused_before_fuzzing(
+        tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("x")
+    done, data = _harness(tmp_path, "--runs", "10", "--path", str(SAMPLE), "--artifacts",
+                          str(tmp_path / "a-file" / "crashes"), "records:parse_unchecked")
+    assert done.returncode == 2 and "--artifacts" in done.stderr and not data
+    assert "Traceback" not in done.stderr

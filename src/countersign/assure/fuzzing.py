@@ -394,6 +394,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     for corpus in args.corpus:
         if not corpus.is_dir():
             parser.error(f"--corpus {corpus}: not a directory")
+    if args.artifacts is not None:  # now, not after a crash was found and would be lost
+        try:
+            args.artifacts.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            parser.error(f"--artifacts {args.artifacts}: {exc.strerror or exc}")
+        if not os.access(args.artifacts, os.W_OK | os.X_OK):
+            parser.error(f"--artifacts {args.artifacts}: not a writable directory")
     results = []
     for spec in args.targets:
         result = fuzz_target(spec, runs=args.runs, max_time=args.max_time, expects=args.expect,
