@@ -311,13 +311,18 @@ def test_the_stages_evidence_is_fetched_at_once(world) -> None:  # type: ignore[
 def test_evidence_fetches_are_bounded_by_workers(world) -> None:  # type: ignore[no-untyped-def]
     policy = _policy(world["tmp"])
     results = _run_all(world, policy)
-    lock, state = threading.Lock(), {"now": 0, "most": 0}
+    lock, state = threading.Lock(), {"now": 0, "most": 0, "paired": 0}
+    pair = threading.Barrier(2, timeout=20)
 
     def handle() -> None:
         with lock:
             state["now"] += 1
             state["most"] = max(state["most"], state["now"])
-        threading.Event().wait(0.05)  # hold the request so that others could overlap
+            first_two = state["paired"] < 2
+            state["paired"] += 1
+        if first_two:
+            pair.wait()  # two in flight together, whatever the machine's speed
+        threading.Event().wait(0.05)  # a third, were it let through, would overlap them
         with lock:
             state["now"] -= 1
 
@@ -328,7 +333,7 @@ def test_evidence_fetches_are_bounded_by_workers(world) -> None:  # type: ignore
     assert decide(policy, world["ref"], updater=updater, client=world["client"],
                   evidence=EvidenceCache(), workers=2).allowed
     assert state["most"] == 2
-    state["most"] = 0
+    state["most"], state["paired"] = 0, 2  # one at a time now: nothing to pair
     assert decide(policy, world["ref"], updater=updater, client=world["client"],
                   evidence=None, workers=1).allowed
     assert state["most"] == 1
