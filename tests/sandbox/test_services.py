@@ -125,6 +125,7 @@ def test_status_of_a_directory_without_a_sandbox(tmp_path: Path) -> None:
     assert "trust-server  stopped" in result.stdout
     down = run_cli("sandbox", "down", "--dir", str(tmp_path / "none"))
     assert down.returncode == 0 and "not running" in down.stdout
+    assert not (tmp_path / "none").exists()  # only up makes the directory
 
 
 def test_a_dir_that_is_a_file_is_a_clear_error(tmp_path: Path) -> None:

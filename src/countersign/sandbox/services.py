@@ -228,11 +228,12 @@ class Sandbox:
     # --- up and down ------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        """One ``up`` or ``down`` at a time per sandbox directory."""
+    def _locked(self, *, create: bool) -> Iterator[None]:
+        """One ``up`` or ``down`` at a time per sandbox directory (made first if ``create``)."""
         self.ports()  # refuses a root that is not a directory
         try:
-            self.root.mkdir(parents=True, exist_ok=True)
+            if create:
+                self.root.mkdir(parents=True, exist_ok=True)
             handle = (self.root / ".lock").open("a")
         except OSError as exc:
             raise SandboxError(f"cannot use {self.root} as the sandbox directory: "
@@ -247,7 +248,7 @@ class Sandbox:
     def up(self, *, timeout: float = 30.0) -> list[str]:
         """Start what is not running; returns the names started (empty: all were running)."""
         binary = find_registry()
-        with self._locked():
+        with self._locked(create=True):
             statuses = {s.name: s for s in self.status()}
             if all(s.state == "running" for s in statuses.values()):
                 self.write_client_config()
@@ -292,9 +293,12 @@ class Sandbox:
         """Stop what ``up`` started: (name, "stopped" | "stale" | "not running") per service.
 
         ``stale``: the pid file named a process that is gone or is now another
-        program; the file is removed and nothing is signalled.
+        program; the file is removed and nothing is signalled. A directory that does not
+        exist holds no sandbox: every service is "not running", and nothing is created.
         """
-        with self._locked():
+        if not self.root.exists():
+            return [(name, "not running") for name in reversed(SERVICES) if name in names]
+        with self._locked(create=False):
             return [(name, self._stop(name)) for name in reversed(SERVICES) if name in names]
 
     def _stop(self, name: str) -> str:
