@@ -161,3 +161,17 @@ def test_the_process_manager_signals_only_the_recorded_process(tmp_path: Path) -
         if procs.is_running(record):
             os.kill(record.pid, 9)
             procs.reap(record.pid)
+
+
+def test_a_bad_ca_file_is_a_clear_error_and_starts_nothing(sandbox_dir: Path) -> None:
+    sandbox = Sandbox(sandbox_dir)
+    sandbox.up()
+    sandbox.down([REGISTRY])
+    sandbox.ca.write_text("not a certificate\n")  # the trust server runs: up keeps the TLS files
+    result = run_cli("sandbox", "up", "--dir", str(sandbox_dir))
+    assert result.returncode == 1
+    assert f"the CA file {sandbox.ca} holds no usable PEM certificate" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert {s.name: s.state for s in sandbox.status()} == {TRUST_SERVER: "running",
+                                                           REGISTRY: "stopped"}
+    assert processes_mentioning(str(sandbox_dir / "registry")) == []

@@ -27,7 +27,6 @@ import os
 import secrets
 import shutil
 import socket
-import ssl
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -37,6 +36,8 @@ from typing import Any
 
 import httpx
 
+from countersign.client.http import ssl_context
+from countersign.errors import RemoteError
 from countersign.sandbox import SandboxError, pki, procs
 
 DIR_ENV = "COUNTERSIGN_SANDBOX_DIR"
@@ -318,11 +319,16 @@ class Sandbox:
 
     def _launch(self, name: str, argv: list[str], port: int, probe: str,
                 timeout: float) -> None:
+        try:  # before anything starts, so a bad CA file leaves no process behind
+            context = ssl_context(self.ca)
+        except RemoteError as exc:
+            raise SandboxError(f"{name}: {exc.message}",
+                               advice="run countersign sandbox down, then up: it makes "
+                               "fresh TLS material when nothing runs") from None
         log = self.log_file(name)
         record = procs.spawn(name, argv, log=log, address=self.address(name),
                              cwd=self.root, env=self._env())
         procs.write_record(self.pid_file(name), record)
-        context = ssl.create_default_context(cafile=str(self.ca))
         url = f"https://{HOST}:{port}{probe}"
         deadline = time.monotonic() + timeout
         last = ""
