@@ -15,6 +15,7 @@ import socket
 import ssl
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -265,6 +266,32 @@ def test_a_stalled_body_times_out(serve: Callable[..., RawServer]) -> None:
         with client_for(server, timeout=0.3) as client, \
                 pytest.raises(RegistryUnavailableError, match=r"cut short after .*timed out"):
             client.fetch_blob(REPO, digest, Sink(), expected_size=1000)
+    finally:
+        release.set()
+
+
+def test_a_trickling_error_body_is_given_up_at_the_deadline(
+        serve: Callable[..., RawServer]) -> None:
+    """An error body sent a few bytes at a time, each well within ``timeout``, is read
+    one receive at a time, so the client's deadline ends it (not the whole body)."""
+    release = threading.Event()
+
+    def answer(conn: socket.socket, _head: str) -> bool:
+        conn.sendall(b"HTTP/1.1 404 Not Found\r\nContent-Length: 60000\r\n\r\n")
+        for _ in range(400):  # 20 s at most
+            if release.wait(0.05):
+                break
+            conn.sendall(b"x" * 100)
+        return False
+
+    server = serve(answer)
+    digest = str(oci.digest_of(b"x"))
+    began = time.monotonic()
+    try:
+        with client_for(server, timeout=2.0, deadline=0.5) as client, \
+                pytest.raises(RegistryError, match=f"blob {digest} is unknown"):
+            client.fetch_blob(REPO, digest, Sink())
+        assert time.monotonic() - began < 5
     finally:
         release.set()
 

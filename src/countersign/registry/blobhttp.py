@@ -85,20 +85,37 @@ class _Body(httpx.SyncByteStream):
         try:
             count = self._response.readinto(buffer)
         except (OSError, http.client.HTTPException) as exc:
-            self._discard()
-            raise _transport_error(exc, connecting=False, request=self._request) from exc
-        if not count and buffer and self._response.length:
+            raise self._failed(exc) from exc
+        if not count and buffer:
+            self._check_end()
+        return count
+
+    def __iter__(self) -> Iterator[bytes]:
+        # One receive per piece (``read1``), not a full buffer: whoever iterates (the
+        # registry client reading an error body) checks its deadline and size limit
+        # after every piece, however slowly the body trickles in.
+        while self._connection is not None:
+            try:
+                piece = self._response.read1(_ITER_CHUNK)
+            except (OSError, http.client.HTTPException) as exc:
+                raise self._failed(exc) from exc
+            if not piece:
+                self._check_end()
+                return
+            yield piece
+
+    def _failed(self, exc: BaseException) -> httpx.TransportError:
+        self._discard()
+        return _transport_error(exc, connecting=False, request=self._request)
+
+    def _check_end(self) -> None:
+        """At an empty read: the body must be complete."""
+        if self._response.length:
             # http.client ends quietly when the peer closes early; httpx (h11) does not
             self._discard()
             raise httpx.RemoteProtocolError(
                 f"the connection closed {self._response.length} bytes before the end of "
                 "the body", request=self._request)
-        return count
-
-    def __iter__(self) -> Iterator[bytes]:
-        view = memoryview(bytearray(_ITER_CHUNK))
-        while count := self.readinto(view):
-            yield bytes(view[:count])
 
     def _discard(self) -> None:
         connection, self._connection = self._connection, None
