@@ -175,3 +175,15 @@ def test_a_bad_ca_file_is_a_clear_error_and_starts_nothing(sandbox_dir: Path) ->
     assert {s.name: s.state for s in sandbox.status()} == {TRUST_SERVER: "running",
                                                            REGISTRY: "stopped"}
     assert processes_mentioning(str(sandbox_dir / "registry")) == []
+
+
+def test_a_state_file_with_an_impossible_port_is_a_clear_error(tmp_path: Path) -> None:
+    for port in (70000, -1, 0):
+        (tmp_path / "sandbox.json").write_text(json.dumps(
+            {"ports": {TRUST_SERVER: port, REGISTRY: 5000}}))
+        result = run_cli("sandbox", "up", "--dir", str(tmp_path))
+        assert result.returncode == 1, port
+        assert "sandbox.json: not a sandbox state file" in result.stderr
+        assert f"{TRUST_SERVER} port {port} outside 1..65535" in result.stderr
+        assert "Traceback" not in result.stderr
+    assert processes_mentioning(str(tmp_path)) == []

@@ -176,7 +176,12 @@ class Sandbox:
             raise SandboxError(f"{self.root} is not a directory", advice="pass another --dir")
         try:
             doc = json.loads(self.state_file.read_text())
-            return {name: int(doc["ports"][name]) for name in SERVICES}
+            ports = {name: int(doc["ports"][name]) for name in SERVICES}
+            bad = [f"{name} port {port}" for name, port in ports.items()
+                   if not 1 <= port <= 65535]
+            if bad:
+                raise ValueError(f"{', '.join(bad)} outside 1..65535")
+            return ports
         except FileNotFoundError:
             return {}
         except (OSError, ValueError, KeyError, TypeError) as exc:
