@@ -65,10 +65,18 @@ def find_registry() -> Path | None:
     return Path(found) if found else None
 
 
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct free ports: all bound at once, then released, so none repeats."""
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+                 for _ in range(count)]
+        for sock in socks:
+            sock.bind((HOST, 0))
+        return [int(sock.getsockname()[1]) for sock in socks]
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
+    return free_ports(1)[0]
 
 
 def port_free(port: int) -> bool:
@@ -265,7 +273,7 @@ class Sandbox:
                     advice="apt-get install docker-registry (scripts/system-deps.sh does it), "
                     f"or set {REGISTRY_ENV} to the binary")
             self.root.chmod(0o700)
-            ports = self.ports() or {name: free_port() for name in SERVICES}
+            ports = self.ports() or dict(zip(SERVICES, free_ports(len(SERVICES)), strict=True))
             self.state_file.write_text(json.dumps({"ports": ports}, indent=2) + "\n")
             nothing_runs = not any(s.state == "running" for s in statuses.values())
             if nothing_runs and not (self.tls.exist() and pki.still_valid(self.tls)):
