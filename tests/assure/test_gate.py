@@ -7,6 +7,7 @@ import datetime as dt
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -436,18 +437,16 @@ def test_remembered_evidence_is_not_evidence_for_another_image(world) -> None:  
                        stage="static-tested", keys=[key.public_key], cache=cache)
 
 
-def test_evidence_nested_too_deeply_is_bad_evidence_not_a_crash() -> None:
-    """A stage key holder could sign a statement nested beyond Python's parser: refused
-    as evidence, with the usual error, never a RecursionError."""
+def _signed_evidence(payload: bytes) -> tuple[Any, Any, str]:
+    """A registry client stand-in serving one envelope over ``payload``, its key, subject."""
     import base64 as b64
     import json as _json
     from types import SimpleNamespace
 
-    from countersign.assure.evidence import PAYLOAD_TYPE, EvidenceError, load_and_check, pae
+    from countersign.assure.evidence import PAYLOAD_TYPE, pae
     from countersign.tuf import PrivateKey
 
     key = PrivateKey.generate("ecdsa")
-    payload = b"[" * 200_000 + b"]" * 200_000
     sig = key.sign(pae(PAYLOAD_TYPE, payload))
     envelope_bytes = _json.dumps({"payloadType": PAYLOAD_TYPE,
                                   "payload": b64.b64encode(payload).decode(),
@@ -462,6 +461,37 @@ def test_evidence_nested_too_deeply_is_bad_evidence_not_a_crash() -> None:
         get_manifest=lambda repo, digest: SimpleNamespace(
             verify=lambda d: SimpleNamespace(data=manifest)),
         get_blob=lambda repo, digest, **kw: envelope_bytes)
+    return client, key, subject
+
+
+def test_evidence_nested_too_deeply_is_bad_evidence_not_a_crash() -> None:
+    """A stage key holder could sign a statement nested beyond Python's parser: refused
+    as evidence, with the usual error, never a RecursionError."""
+    client, key, subject = _signed_evidence(b"[" * 200_000 + b"]" * 200_000)
     with pytest.raises(EvidenceError, match="nested too deeply"):
-        load_and_check(client, "team/app", "sha256:" + "ef" * 32,  # type: ignore[arg-type]
+        load_and_check(client, "team/app", "sha256:" + "ef" * 32,
                        subject_hex=subject, stage="static-tested", keys=[key.public_key])
+
+
+def test_deep_but_readable_evidence_is_remembered_and_given_back_whole() -> None:
+    """A predicate nested 600 levels parses, and the cache keeps and returns it (a deep
+    copy of it would exceed Python's recursion limit)."""
+    import json as _json
+
+    from countersign.assure.evidence import PREDICATE_TYPE, STATEMENT_TYPE
+
+    deep: Any = 1
+    for _ in range(600):
+        deep = {"a": deep}
+    subject = "ab" * 32
+    statement = {"_type": STATEMENT_TYPE, "predicateType": PREDICATE_TYPE,
+                 "subject": [{"name": "image", "digest": {"sha256": subject}}],
+                 "predicate": {"stage": "static-tested", "passed": True, "deep": deep}}
+    client, key, subject = _signed_evidence(_json.dumps(statement).encode())
+    cache = EvidenceCache()
+    for _ in range(2):  # verified and kept, then given back from the cache
+        predicate = load_and_check(client, "team/app", "sha256:" + "ef" * 32,
+                                   subject_hex=subject, stage="static-tested",
+                                   keys=[key.public_key], cache=cache)
+        assert predicate == statement["predicate"]
+    assert len(cache) == 1 and cache.hits == 1

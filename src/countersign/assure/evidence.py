@@ -15,7 +15,6 @@ verified for an image, a stage and a set of keys, that result cannot change:
 from __future__ import annotations
 
 import base64
-import copy
 import datetime as _dt
 import json
 from collections.abc import Hashable, Sequence
@@ -110,7 +109,8 @@ class EvidenceCache(BoundedLRU):
     At most ``max_entries`` predicates, totalling at most ``max_bytes`` as JSON (one over
     a quarter of that is not kept): a stage's results are as large as its signer made
     them, up to an envelope's 16 MiB. Thread-safe: the webhook's workers share one.
-    Predicates go in and come out as copies, so no caller can change a kept one.
+    Predicates are kept as their JSON and parsed again when given back, so no caller
+    can change a kept one, at any depth the evidence itself could be read at.
     """
 
     def __init__(self, max_entries: int = 1024, *, max_bytes: int = 32 << 20) -> None:
@@ -118,13 +118,12 @@ class EvidenceCache(BoundedLRU):
 
     def get(self, key: Hashable) -> dict[str, Any] | None:
         found = super().get(key)
-        return copy.deepcopy(found) if found is not None else None
+        return json.loads(found) if found is not None else None
 
     def put(self, key: Hashable, predicate: dict[str, Any], size: int | None = None) -> None:
-        if size is None:
-            size = len(json.dumps(predicate, separators=(",", ":")))
-        if self.admits(size):  # copy only what is kept
-            super().put(key, copy.deepcopy(predicate), size)
+        """Keep ``predicate`` (as JSON); ``size``, if given, is what it counts for."""
+        data = json.dumps(predicate, separators=(",", ":"))
+        super().put(key, data, len(data) if size is None else size)
 
 
 #: the cache the gate uses unless given its own
