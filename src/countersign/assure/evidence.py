@@ -152,15 +152,16 @@ def load_and_check(client: RegistryClient, repository: str, evidence_digest: str
         known = cache.get(key)
         if known is not None:
             return known
-    try:
-        predicate = _load_and_check(client, repository, evidence_digest,
-                                    subject_hex=subject_hex, stage=stage, keys=keys)
-    except RecursionError:  # JSON nested deeper than Python parses: not evidence we wrote
-        raise EvidenceError(f"evidence {evidence_digest} of stage {stage} is nested too "
-                            "deeply to be read") from None
+    predicate = _load_and_check(client, repository, evidence_digest,
+                                subject_hex=subject_hex, stage=stage, keys=keys)
     if cache is not None and key is not None:
         cache.put(key, predicate)
     return predicate
+
+
+def _too_deep(evidence_digest: str, stage: str) -> EvidenceError:
+    return EvidenceError(f"evidence {evidence_digest} of stage {stage} is nested too deeply "
+                         "to be read")
 
 
 def _load_and_check(client: RegistryClient, repository: str, evidence_digest: str, *,
@@ -178,6 +179,8 @@ def _load_and_check(client: RegistryClient, repository: str, evidence_digest: st
         signatures = doc["signatures"]
     except EvidenceError:
         raise
+    except RecursionError:  # JSON nested deeper than Python parses: not evidence we wrote
+        raise _too_deep(evidence_digest, stage) from None
     except CountersignError as exc:
         raise EvidenceError(f"evidence {evidence_digest} of stage {stage}: {exc.message}") from None
     except (ValueError, KeyError, IndexError, TypeError, AttributeError):
@@ -202,6 +205,8 @@ def _load_and_check(client: RegistryClient, repository: str, evidence_digest: st
         predicate = signed["predicate"]
         if not isinstance(subjects, list) or not isinstance(predicate, dict):
             raise TypeError("subject must be a list and predicate an object")
+    except RecursionError:
+        raise _too_deep(evidence_digest, stage) from None
     except (ValueError, KeyError, TypeError):
         raise EvidenceError(f"evidence {evidence_digest}: not an in-toto statement") from None
     if signed.get("_type") != STATEMENT_TYPE or signed.get("predicateType") != PREDICATE_TYPE:
