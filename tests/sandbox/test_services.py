@@ -90,6 +90,7 @@ def test_down_stops_exactly_what_up_started(sandbox_dir: Path) -> None:
     # up again: the same ports, so image references and trust data stay valid
     sandbox.up()
     assert sandbox.ports() == ports
+    assert Sandbox(sandbox_dir).ports() == ports  # as sandbox.json says
     assert [s.state for s in sandbox.status()] == ["running", "running"]
     sandbox.down()
     assert [s.state for s in sandbox.status()] == ["stopped", "stopped"]

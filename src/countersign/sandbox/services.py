@@ -141,6 +141,8 @@ class Sandbox:
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root).absolute()
+        #: sandbox.json's ports once read or written: they never change after the first up
+        self._ports: dict[str, int] = {}
 
     # --- where things are -------------------------------------------------------------
 
@@ -179,7 +181,13 @@ class Sandbox:
         return registry_blob_path(self.registry_storage, digest)
 
     def ports(self) -> dict[str, int]:
-        """The ports of the services, from ``sandbox.json`` (empty before the first ``up``)."""
+        """The ports of the services, from ``sandbox.json`` (empty before the first ``up``).
+
+        The file is read until it names the ports, then not again: ``up`` writes
+        them once and keeps them.
+        """
+        if self._ports:
+            return dict(self._ports)
         if self.root.exists() and not self.root.is_dir():
             raise SandboxError(f"{self.root} is not a directory", advice="pass another --dir")
         try:
@@ -189,7 +197,8 @@ class Sandbox:
                    if not 1 <= port <= 65535]
             if bad:
                 raise ValueError(f"{', '.join(bad)} outside 1..65535")
-            return ports
+            self._ports = ports
+            return dict(ports)
         except FileNotFoundError:
             return {}
         except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -275,6 +284,7 @@ class Sandbox:
             self.root.chmod(0o700)
             ports = self.ports() or dict(zip(SERVICES, free_ports(len(SERVICES)), strict=True))
             self.state_file.write_text(json.dumps({"ports": ports}, indent=2) + "\n")
+            self._ports = dict(ports)
             nothing_runs = not any(s.state == "running" for s in statuses.values())
             if nothing_runs and not (self.tls.exist() and pki.still_valid(self.tls)):
                 pki.make_tls(self.root / "pki")
