@@ -355,6 +355,33 @@ def test_redirects_are_followed_and_errors_stay_typed(serve: Callable[..., RawSe
     assert "authorization" not in storage.requests[0].lower()
 
 
+def test_a_redirect_to_a_host_name_that_cannot_be_encoded_is_refused(
+        serve: Callable[..., RawServer]) -> None:
+    """A label over 63 characters makes the resolver's IDNA encoding fail (UnicodeError,
+    a ValueError): the client refuses to follow it (GET through BlobTransport, HEAD
+    through httpx), and BlobTransport itself makes it a connect error, not a traceback."""
+    host = "a" * 64 + ".example"
+
+    def redirect(conn: socket.socket, _head: str) -> bool:
+        conn.sendall(f"HTTP/1.1 307 Temporary Redirect\r\nLocation: https://{host}/x\r\n"
+                     "Content-Length: 0\r\n\r\n".encode())
+        return True
+
+    server = serve(redirect)
+    digest = str(oci.digest_of(b"x"))
+    with client_for(server) as client:
+        with pytest.raises(RegistryError, match=f"invalid URL https://{host}/x"):
+            client.fetch_blob(REPO, digest, Sink())
+        with pytest.raises(RegistryError, match=f"invalid URL https://{host}/x"):
+            client.blob_size(REPO, digest)
+
+    import httpx
+
+    transport = BlobTransport(ssl.create_default_context, timeout=1.0)
+    with pytest.raises(httpx.ConnectError, match="idna"):
+        transport.handle_request(httpx.Request("GET", f"http://{host}/x"))
+
+
 def test_a_plain_http_client_loads_no_tls_until_it_needs_it(
         serve: Callable[..., RawServer], tmp_path: Path) -> None:
     data = os.urandom(1000)

@@ -71,7 +71,8 @@ def test_ping_of_something_else(memory_registry: MemoryRegistry,
 
 
 @pytest.mark.parametrize("registry", ["", "https://r.example", "r.example/path", "r:99999",
-                                      "user@r.example", "r.example:0", "r example"])
+                                      "user@r.example", "r.example:0", "r example",
+                                      "a" * 64 + ".example", "r..example"])
 def test_invalid_registry_names(registry: str) -> None:
     with pytest.raises(InvalidReferenceError, match="invalid registry") as caught:
         RegistryClient(registry)

@@ -222,7 +222,9 @@ class BlobTransport(httpx.BaseTransport):
         if connection.sock is None:
             try:
                 connection.connect()
-            except (OSError, ssl.SSLError) as exc:
+            except (OSError, ssl.SSLError, ValueError) as exc:
+                # ValueError: a host name the resolver cannot encode (UnicodeError for an
+                # IDNA label over 63 characters, as a redirect may name)
                 raise _Connecting(exc) from exc
         try:
             connection.putrequest(method, target, skip_host=True, skip_accept_encoding=True)

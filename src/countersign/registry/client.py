@@ -514,6 +514,8 @@ def _parse_registry(registry: str) -> str:
                 problem = "there is no host"
             elif port == 0:
                 problem = "port 0"
+            elif not _resolvable(parts.hostname):
+                problem = "a dot-separated part of the host is empty or over 63 characters"
     if problem:
         raise InvalidReferenceError(
             f"invalid registry {_clean(registry)!s}: {problem}",
@@ -521,6 +523,16 @@ def _parse_registry(registry: str) -> str:
             "127.0.0.1:5000",
         )
     return text.lower()
+
+
+def _resolvable(host: str) -> bool:
+    """Whether the resolver can encode ``host`` (IDNA: no label empty or over 63 characters);
+    ``getaddrinfo`` raises ``UnicodeError`` otherwise, before any connection is tried."""
+    try:
+        host.encode("idna")
+    except UnicodeError:
+        return False
+    return True
 
 
 def _registry_tls(ca_file: str | os.PathLike[str] | None) -> ssl.SSLContext:
@@ -1272,7 +1284,8 @@ class RegistryClient:
             target = current.join(location.strip())
         except (httpx.InvalidURL, ValueError):
             raise RegistryProtocolError(f"{what}: invalid URL {_clean(location)}") from None
-        if target.scheme not in ("http", "https") or not target.host:
+        if target.scheme not in ("http", "https") or not target.host \
+                or not _resolvable(target.host):
             raise RegistryProtocolError(f"{what}: invalid URL {_clean(location)}")
         if self._same_origin(target):
             return target
