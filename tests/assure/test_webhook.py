@@ -27,7 +27,6 @@ from countersign.assure.webhook import (
     AdmissionError,
     DecisionCache,
     Outcome,
-    admit,
     parse_review,
 )
 from countersign.assure.webhook_server import PolicyGate, WebhookApp
@@ -43,6 +42,17 @@ from countersign.registry.transfer import ImageReference, Location, push
 from countersign.server.app import TrustServer
 from countersign.tuf import PrivateKey
 from countersign.tuf.timefmt import GoTime
+
+
+def admit(body: bytes, decide: Any, *, mutate: bool = False, fail_open: bool = False,
+          cache: DecisionCache | None = None) -> dict[str, Any]:
+    """Answer ``body`` as the webhook application does (one review, its cache, no HTTP)."""
+    app = WebhookApp(decide, mutate=mutate, fail_open=fail_open, cache=cache)
+    try:
+        return asyncio.run(app.review(body, mutate=mutate))
+    finally:
+        app.close()
+
 
 ADMISSION = Path(__file__).parent / "data" / "admission"
 STAGES = ("static-tested", "fuzz-tested")

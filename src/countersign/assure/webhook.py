@@ -53,7 +53,6 @@ __all__ = [
     "ContainerImage",
     "DecisionCache",
     "Outcome",
-    "admit",
     "answer",
     "image_key",
     "outcome_of",
@@ -449,23 +448,6 @@ def _deny(review: dict[str, Any], message: str) -> dict[str, Any]:
         "metadata": {}, "status": "Failure", "reason": "Forbidden", "code": 403,
         "message": message})
     return review
-
-
-def admit(body: bytes, decide: Decide, *, mutate: bool = False, fail_open: bool = False,
-          cache: DecisionCache | None = None) -> dict[str, Any]:
-    """Parse, decide each distinct image (through ``cache``, if given) and answer, in turn."""
-    request = parse_review(body)
-    outcomes: dict[str, Outcome] = {}
-    if request.checked and request.problem is None:
-        for ref in distinct_refs(request):
-            key = str(ref)
-            found = cache.get(key) if cache is not None else None
-            if found is None:
-                found = outcome_of(decide, ref)
-                if cache is not None:
-                    cache.put(key, found)
-            outcomes[key] = found
-    return answer(request, outcomes, mutate=mutate, fail_open=fail_open)
 
 
 def distinct_refs(request: AdmissionRequest) -> list[ImageReference]:
