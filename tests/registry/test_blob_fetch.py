@@ -425,6 +425,32 @@ def test_blobs_over_tls_verify_the_certificate(serve: Callable[..., RawServer],
         client.fetch_blob(REPO, digest, Sink())
 
 
+def test_both_transports_share_one_tls_context(serve: Callable[..., RawServer],
+                                               tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from countersign.registry import client as client_module
+
+    built: list[ssl.SSLContext] = []
+
+    def counting(ca_file: object) -> ssl.SSLContext:
+        built.append(real(ca_file))
+        return built[-1]
+
+    real = client_module.ssl_context
+    monkeypatch.setattr(client_module, "ssl_context", counting)
+    tls = make_tls_material(tmp_path / "tls")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(tls.server_cert, tls.server_key)
+    data = os.urandom(1000)
+    digest = str(oci.digest_of(data))
+    server = serve(blob_answer({digest: data}), tls=context)
+    with RegistryClient(f"localhost:{server.port}", ca_file=tls.ca_cert, retries=0,
+                        credentials=NO_CREDENTIALS) as client:
+        assert client.get_blob(REPO, digest) == data  # BlobTransport
+        assert client.blob_size(REPO, str(oci.digest_of(b"other"))) is None  # httpx
+    assert len(built) == 1
+
+
 def test_the_transport_only_gets_and_heads() -> None:
     import httpx
 

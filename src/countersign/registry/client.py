@@ -542,8 +542,20 @@ def _registry_tls(ca_file: str | os.PathLike[str] | None) -> ssl.SSLContext:
         raise RegistryError(exc.message, advice=exc.advice) from None
 
 
-def _once(context: ssl.SSLContext) -> ssl.SSLContext:
-    return context
+class _SharedTLS:
+    """The client's TLS context, built on first use and then shared by both transports
+    (the CA store is loaded once)."""
+
+    def __init__(self, ca_file: str | os.PathLike[str] | None) -> None:
+        self._ca_file = ca_file
+        self._context: ssl.SSLContext | None = None
+        self._lock = threading.Lock()
+
+    def __call__(self) -> ssl.SSLContext:
+        with self._lock:
+            if self._context is None:
+                self._context = _registry_tls(self._ca_file)
+            return self._context
 
 
 def _https_transport(context: ssl.SSLContext) -> httpx.HTTPTransport:
@@ -642,13 +654,12 @@ class RegistryClient:
         self.backoff = float(backoff)
         self._blob_client: httpx.Client | None = None
         if transport is None:
-            tls = functools.partial(_registry_tls, ca_file)
+            tls = _SharedTLS(ca_file)
             # Plain HTTP (a loopback registry) only needs TLS if it redirects to HTTPS:
             # loading the CA store is left until then.
             transport = _SchemeTransport(tls) if insecure else _https_transport(tls())
-            self._blob_client = self._http_client(
-                BlobTransport(tls if insecure else functools.partial(_once, tls()),
-                              self.timeout), user_agent)
+            self._blob_client = self._http_client(BlobTransport(tls, self.timeout),
+                                                  user_agent)
         self._client = self._http_client(transport, user_agent)
         self._lock = threading.Lock()
         self._bearer: BearerChallenge | None = None
