@@ -63,3 +63,16 @@ def test_assure_verify_and_the_webhook_use_the_policys_pinning(tmp_path: Path) -
     gate = PolicyGate(policy, tmp_path)
     gate.close()
     assert gate.pinning == expected
+
+
+def test_a_policy_that_pins_does_not_read_the_trust_dirs_config(tmp_path: Path) -> None:
+    """The policy's pins replace the trust dir's: a config.json that would not load
+    (here, pinning that is set but means nothing) is not even read."""
+    (tmp_path / "config.json").write_text(json.dumps({"trust_pinning": {"certs": []}}))
+    policy = _policy(tmp_path, f"{{certs: {{'{GUN}': ['{ROOT_ID}']}}}}")
+    args = build_parser().parse_args(["verify", f"{GUN}:1.0", "--policy", "p.yaml",
+                                      "--trust-dir", str(tmp_path)])
+    _, client, repo = _setup(args, policy)
+    client.close()
+    repo.remote.fetcher.close()
+    assert dict(repo.updater.pinning.certs) == {GUN: [ROOT_ID]}

@@ -66,8 +66,7 @@ def _setup(args: argparse.Namespace, policy: Any) -> tuple[Any, Any, Any]:
     ref = ImageReference.parse(args.image)
     args.server = policy.trust.server
     args.tls_ca = policy.trust.tls_ca
-    repo = repository_for(args, ref.gun)
-    repo.updater.pinning = pinning_for(policy, resolve_trust_dir(args))
+    repo = repository_for(args, ref.gun, pinning=pinning_for(policy, resolve_trust_dir(args)))
     return ref, registry_client(args, ref.registry), repo
 
 

@@ -162,7 +162,9 @@ def _server_for(args: argparse.Namespace, gun: str) -> str:
     return f"https://{host}"
 
 
-def repository_for(args: argparse.Namespace, gun: str) -> Any:
+def repository_for(args: argparse.Namespace, gun: str, *, pinning: Any = None) -> Any:
+    """The trust repository of ``gun`` for ``args``; with the trust dir's ``config.json``
+    pinning unless ``pinning`` (a ``TrustPinning``) is given."""
     from countersign.client.cache import MetadataCache
     from countersign.client.http import Credentials, HTTPSFetcher
     from countersign.client.pinning import load_trust_pinning
@@ -173,7 +175,8 @@ def repository_for(args: argparse.Namespace, gun: str) -> Any:
     trust_dir = resolve_trust_dir(args)
     ca = args.tls_ca or os.environ.get(TLS_CA_ENV) or None
     fetcher = HTTPSFetcher(_server_for(args, gun), ca_file=ca, credentials=Credentials())
-    pinning = load_trust_pinning(trust_dir / "config.json")
+    if pinning is None:
+        pinning = load_trust_pinning(trust_dir / "config.json")
     return TrustRepository(gun, NotaryRemote(fetcher, gun), MetadataCache(trust_dir, gun),
                            KeyStore(trust_dir, DefaultPassphrases()), pinning)
 
