@@ -7,6 +7,7 @@ import os
 import ssl
 import stat
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -188,3 +189,18 @@ def test_a_state_file_with_an_impossible_port_is_a_clear_error(tmp_path: Path) -
         assert f"{TRUST_SERVER} port {port} outside 1..65535" in result.stderr
         assert "Traceback" not in result.stderr
     assert processes_mentioning(str(tmp_path)) == []
+
+
+def test_processes_mentioning_reads_command_lines_that_are_not_utf8(tmp_path: Path) -> None:
+    marker = str(tmp_path / "marker")
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)",
+                                marker.encode() + b"-\xff\xfe"])
+    try:
+        deadline = time.monotonic() + 5
+        while not processes_mentioning(marker) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        expected = f"{sys.executable} -c import time; time.sleep(300) {marker}-\ufffd\ufffd"
+        assert processes_mentioning(marker) == [(sleeper.pid, expected)]
+    finally:
+        sleeper.kill()
+        sleeper.wait()

@@ -98,16 +98,21 @@ def run_cli(*args: str, env: dict[str, str] | None = None,
 
 
 def processes_mentioning(text: str) -> list[tuple[int, str]]:
-    """Every live process whose command line contains ``text`` (zombies excluded)."""
+    """Every live process whose command line contains ``text`` (zombies excluded).
+
+    Command lines are the host's, any bytes: what is not UTF-8 is decoded as U+FFFD.
+    """
+    from countersign.sandbox.procs import start_ticks
+
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            raw = (entry / "cmdline").read_bytes()
         except OSError:
             continue
-        if text in cmdline and state != "Z":
+        cmdline = raw.replace(b"\0", b" ").decode("utf-8", "replace")
+        if text in cmdline and start_ticks(int(entry.name)) is not None:  # None: gone, zombie
             found.append((int(entry.name), cmdline.strip()))
     return found
