@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Self
@@ -22,9 +21,8 @@ from _notary import (
     make_tls_material,
     tuf_path,
 )
-from procs import free_port, tail
+from procs import COUNTERSIGN, free_port, tail
 
-COUNTERSIGN = str(Path(sys.executable).parent / "countersign")
 SIGNER_PASSPHRASE = "interop-signer-passphrase"
 
 

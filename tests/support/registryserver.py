@@ -52,12 +52,9 @@ class RegistryStartError(RuntimeError):
 
 
 def find_binary() -> Path | None:
-    override = os.environ.get("COUNTERSIGN_DOCKER_REGISTRY")
-    if override:
-        path = Path(override)
-        return path if path.is_file() and os.access(path, os.X_OK) else None
-    found = shutil.which("docker-registry")
-    return Path(found) if found else None
+    from countersign.sandbox.services import find_registry
+
+    return find_registry()
 
 
 def missing_reason() -> str | None:

@@ -44,6 +44,7 @@ from countersign.registry.client import RegistryClient
 from countersign.registry.layout import OCILayout
 from countersign.registry.oci import parse_manifest
 from countersign.registry.transfer import ImageReference, pull
+from countersign.sandbox.services import free_port
 
 MAX_RESPONSE = 1 << 20
 FUZZ_ROUNDS = 60
@@ -93,12 +94,6 @@ def static(rootfs: Path, report: Path) -> int:
 # --- dynamic: probing the image's web server ------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def http(port: int, raw: bytes, timeout: float = 5.0) -> tuple[int, dict[str, str], bytes]:
     """Send ``raw`` as it is (no client-side path clean-up) and read a bounded answer."""
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
@@ -131,7 +126,7 @@ def dynamic(rootfs: Path, report: Path) -> int:
     if not busybox.is_file() or not www.is_dir():
         print("the image has no /bin/busybox or no /app/www to serve", file=sys.stderr)
         return 2
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen([str(busybox), "httpd", "-f", "-p", f"127.0.0.1:{port}",
                                "-h", str(www)], stdin=subprocess.DEVNULL,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -25,6 +25,7 @@ import fcntl
 import json
 import os
 import secrets
+import shlex
 import shutil
 import socket
 import sys
@@ -410,10 +411,10 @@ class Sandbox:
 
     def env_lines(self) -> list[str]:
         """What a shell needs for the other countersign commands to use this sandbox."""
-        return [f"export {DIR_ENV}={_quote(str(self.root))}",
-                f"export COUNTERSIGN_TRUST_DIR={_quote(str(self.trust_dir))}",
+        return [f"export {DIR_ENV}={shlex.quote(str(self.root))}",
+                f"export COUNTERSIGN_TRUST_DIR={shlex.quote(str(self.trust_dir))}",
                 f"export COUNTERSIGN_SERVER={self.trust_url}",
-                f"export COUNTERSIGN_TLS_CA={_quote(str(self.ca))}",
+                f"export COUNTERSIGN_TLS_CA={shlex.quote(str(self.ca))}",
                 f"export COUNTERSIGN_SANDBOX_REGISTRY={self.registry}"]
 
 
@@ -425,11 +426,6 @@ def _wait_port_free(port: int, timeout: float = 5.0) -> bool:
             return False
         time.sleep(0.1)
     return True
-
-
-def _quote(text: str) -> str:
-    safe = all(c.isalnum() or c in "/._-+:@%" for c in text)
-    return text if safe else "'" + text.replace("'", "'\"'\"'") + "'"
 
 
 def _tail(path: Path, limit: int = 2000) -> str:
