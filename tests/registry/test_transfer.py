@@ -10,6 +10,7 @@ destination is left as it was.
 from __future__ import annotations
 
 import json
+import os
 import threading
 from pathlib import Path
 
@@ -216,3 +217,39 @@ def test_blobs_are_fetched_concurrently_and_one_failure_stops_the_pull(
                                                                ref.gun))
     assert not (tmp_path / "fresh").exists()
     assert not any(p.name.startswith(".fresh.") for p in tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("to_layout", [False, True])
+def test_copy_from_a_registry_fsyncs_only_a_layout_it_keeps(
+        registry: MemoryRegistry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        to_layout: bool) -> None:
+    """``countersign copy`` stages a registry-to-registry copy in a temporary layout,
+    deleted after the push: that one is not fsynced; a copy to oci:DIR is."""
+    from countersign.cli import images as images_cli
+    from countersign.cli.main import main
+
+    source = ImageReference.parse("registry.test/test/copied:v1")
+    write_layout(tmp_path / "src", "v1", LAYERS)
+    push(Location("oci", tmp_path / "src", "v1"), registry.client(), source)
+    monkeypatch.setattr(images_cli, "registry_client", lambda args, name: registry.client())
+    synced: list[int] = []
+    real_fsync, real_fdatasync = os.fsync, os.fdatasync
+
+    def fsync(fd: int) -> None:
+        synced.append(fd)
+        real_fsync(fd)
+
+    def fdatasync(fd: int) -> None:
+        synced.append(fd)
+        real_fdatasync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "fdatasync", fdatasync)
+    destination = f"oci:{tmp_path / 'copy'}:v2" if to_layout \
+        else "registry.test/test/copy:v2"
+    assert main(["copy", str(source), destination]) == 0
+    assert bool(synced) == to_layout
+    if to_layout:
+        assert OCILayout(tmp_path / "copy").resolve("v2")
+    else:
+        assert registry.manifest("test/copy", "v2") is not None

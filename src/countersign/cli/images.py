@@ -172,10 +172,11 @@ def _copy(args: argparse.Namespace) -> int:
             if ref is None:  # pragma: no cover - parse always sets it for registries
                 raise CountersignError("copy: no source reference")
             updater = _trust(args, ref.gun, ref.registry).updater if args.verify else None
-            staged = (destination.path if destination.kind == "oci" and destination.path
-                      else Path(tmp) / "image")
+            layout = destination.path if destination.kind == "oci" else None
+            staged = layout or Path(tmp) / "image"
+            # staged in the temporary directory, the layout is deleted after the push: no fsync
             pull(ref, registry_client(args, ref.registry), staged, updater=updater,
-                 dest_tag=destination.tag or ref.tag)
+                 dest_tag=destination.tag or ref.tag, durable=layout is not None)
             source = Location("oci", staged, destination.tag or ref.tag)
             if destination.kind == "oci":
                 print(f"copied {args.source} to {args.destination}")

@@ -289,7 +289,7 @@ def write_image(layers: Sequence[Layer], dest: Path, tag: str, *, architecture: 
                         tuple(Descriptor.of(entry.blob, LAYER_TYPE) for entry in layers))
     data = encode(manifest)
     digest = str(digest_of(data))
-    with LayoutWriter(dest) as writer:
+    with LayoutWriter(dest, durable=False) as writer:  # a scratch layout, pushed next
         writer.write_blob(str(digest_of(config_bytes)), config_bytes)
         for entry in layers:
             writer.write_blob(entry.digest, entry.blob)
