@@ -226,8 +226,10 @@ def _fetch_blobs(client: RegistryClient, repository: str, blobs: Sequence[Descri
     by the writer, so nothing unverified reaches the destination.
     """
     todo: list[Descriptor] = []
+    seen: set[str] = set()
     for blob in blobs:
-        if not writer.has(blob.digest) and all(t.digest != blob.digest for t in todo):
+        if blob.digest not in seen and not writer.has(blob.digest):
+            seen.add(blob.digest)
             todo.append(blob)
     if not todo:
         return
@@ -250,27 +252,21 @@ def _fetch_blobs(client: RegistryClient, repository: str, blobs: Sequence[Descri
             for blob in todo:
                 fetch(blob)
             return
-        failure: BaseException | None = None
         with ThreadPoolExecutor(max_workers=min(concurrency, len(todo)),
                                 thread_name_prefix="countersign-pull") as pool:
             futures = [pool.submit(fetch, blob) for blob in todo]
             try:
                 for future in as_completed(futures):
-                    if future.cancelled():
-                        continue
-                    exc = future.exception()
-                    if exc is not None and not isinstance(exc, _Stopped) and failure is None:
-                        failure = exc
-                        stop.set()
-                        for waiting in futures:
-                            waiting.cancel()
-            except BaseException:  # Ctrl-C: the running fetches stop at their next piece
+                    future.result()
+            except BaseException:
+                # The first failure (or Ctrl-C): ``stop`` is set only now, so no fetch
+                # can have ended with _Stopped before it. The waiting fetches are
+                # cancelled, the running ones stop at their next piece and the pool's
+                # exit waits for them (the writer removes their partial files).
                 stop.set()
                 for waiting in futures:
                     waiting.cancel()
                 raise
-        if failure is not None:
-            raise failure
     finally:
         if progress is not None:
             sys.stderr.write("\n")
