@@ -74,7 +74,7 @@ def test_down_stops_exactly_what_up_started(sandbox_dir: Path) -> None:
         record = procs.ProcessRecord.load(sandbox.pid_file(REGISTRY))
         real_registry = record.pid
         forged = procs.ProcessRecord(REGISTRY, bystander.pid, record.start_ticks, record.argv,
-                                     record.address, record.log)
+                                     record.log)
         procs.write_record(sandbox.pid_file(REGISTRY), forged)
         status = run_cli("sandbox", "status", "--dir", str(sandbox_dir))
         assert status.returncode == 3
@@ -142,7 +142,7 @@ def test_a_dir_that_is_a_file_is_a_clear_error(tmp_path: Path) -> None:
 
 def test_the_process_manager_signals_only_the_recorded_process(tmp_path: Path) -> None:
     record = procs.spawn("sleeper", ["sleep", "300"], log=tmp_path / "sleep.log",
-                         address="-", cwd=tmp_path, env={"PATH": os.environ["PATH"]})
+                         cwd=tmp_path, env={"PATH": os.environ["PATH"]})
     try:
         assert procs.is_running(record)
         path = tmp_path / "run" / "sleeper.pid"
@@ -150,9 +150,9 @@ def test_the_process_manager_signals_only_the_recorded_process(tmp_path: Path) -
         assert procs.ProcessRecord.load(path) == record
         # the same PID with another start time or command line is not that process
         for other in (procs.ProcessRecord("x", record.pid, record.start_ticks + 1, record.argv,
-                                          "-", ""),
+                                          ""),
                       procs.ProcessRecord("x", record.pid, record.start_ticks,
-                                          ("sleep", "301"), "-", "")):
+                                          ("sleep", "301"), "")):
             assert not procs.is_running(other)
             assert procs.stop(other) is False
             assert procs.is_running(record)

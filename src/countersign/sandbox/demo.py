@@ -115,11 +115,9 @@ def _environment(values: dict[str, str], remove: Sequence[str]) -> Iterator[None
 class Demo:
     """One run of the scenario against a running sandbox."""
 
-    def __init__(self, sandbox: Sandbox, out: TextIO, *,
-                 packages: Sequence[str] = images.DEFAULT_PACKAGES) -> None:
+    def __init__(self, sandbox: Sandbox, out: TextIO) -> None:
         self.sandbox = sandbox
         self.out = out
-        self.packages = tuple(packages)
         run_id = time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
         self.run_dir = sandbox.root / "demo" / run_id
         self.ref = f"{sandbox.registry}/demo/app-{run_id}:{TAG}"
@@ -222,7 +220,7 @@ class Demo:
         return time.monotonic() - start
 
     def build_image(self) -> images.BuiltImage:
-        debs = images.fetch_debs(self.packages, self.sandbox.root / "debs")
+        debs = images.fetch_debs(images.DEFAULT_PACKAGES, self.sandbox.root / "debs")
         built = images.build_from_debs(
             debs, SAMPLE_APP, self.run_dir / "image", TAG,
             config={"Cmd": ["/bin/busybox", "httpd", "-f", "-p", "8080", "-h", "/app/www"],

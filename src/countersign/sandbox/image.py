@@ -69,11 +69,9 @@ class Layer:
 @dataclass(frozen=True)
 class BuiltImage:
     layout: Path
-    tag: str
     digest: str
     size: int
     layers: tuple[Layer, ...]
-    config: bytes
 
 
 # --- Debian packages --------------------------------------------------------------------
@@ -244,8 +242,7 @@ def repack(tree: bytes, source: str) -> bytes:
     return out.getvalue()
 
 
-def files_tar(files: Mapping[str, bytes], *, executable: Sequence[str] = (),
-              mtime: int = 1_700_000_000) -> bytes:
+def files_tar(files: Mapping[str, bytes], *, mtime: int = 1_700_000_000) -> bytes:
     """A layer tar of ``files`` (path -> bytes), with their parent directories."""
     directories = {str(p) for name in files for p in PurePosixPath(name).parents
                    if str(p) != "."}
@@ -258,7 +255,7 @@ def files_tar(files: Mapping[str, bytes], *, executable: Sequence[str] = (),
                 info.type, info.mode = tarfile.DIRTYPE, 0o755
                 tar.addfile(info)
             else:
-                info.mode = 0o755 if name in executable else 0o644
+                info.mode = 0o644
                 info.size = len(files[name])
                 tar.addfile(info, io.BytesIO(files[name]))
     return out.getvalue()
@@ -295,11 +292,10 @@ def write_image(layers: Sequence[Layer], dest: Path, tag: str, *, architecture: 
             writer.write_blob(entry.digest, entry.blob)
         writer.write_blob(digest, data)
         writer.commit(LayoutDescriptor(MANIFEST_TYPE, digest, len(data), {}), tag)
-    return BuiltImage(dest, tag, digest, len(data), tuple(layers), config_bytes)
+    return BuiltImage(dest, digest, len(data), tuple(layers))
 
 
 def build_from_debs(debs: Sequence[Path], extra: Mapping[str, bytes], dest: Path, tag: str, *,
-                    executable: Sequence[str] = (),
                     config: Mapping[str, object] | None = None) -> BuiltImage:
     """One layer per package, then one layer of ``extra`` files; see the module docstring."""
     layers = []
@@ -315,7 +311,7 @@ def build_from_debs(debs: Sequence[Path], extra: Mapping[str, bytes], dest: Path
         if arch in _ARCH:
             architecture, variant = _ARCH[arch]
     if extra:
-        layers.append(layer(files_tar(extra, executable=executable), "sample application"))
+        layers.append(layer(files_tar(extra), "sample application"))
     return write_image(layers, dest, tag, architecture=architecture, variant=variant,
                        config=config, labels={"org.opencontainers.image.description":
                                               "countersign sandbox sample image",

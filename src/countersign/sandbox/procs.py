@@ -33,7 +33,6 @@ class ProcessRecord:
     pid: int
     start_ticks: int
     argv: tuple[str, ...]
-    address: str
     log: str
 
     def to_json(self) -> bytes:
@@ -44,10 +43,10 @@ class ProcessRecord:
     @classmethod
     def load(cls, path: Path) -> ProcessRecord:
         try:
-            doc = json.loads(path.read_bytes()[: 1 << 20])
+            with path.open("rb") as handle:
+                doc = json.loads(handle.read(1 << 20))
             return cls(str(doc["name"]), int(doc["pid"]), int(doc["start_ticks"]),
-                       tuple(str(a) for a in doc["argv"]), str(doc["address"]),
-                       str(doc["log"]))
+                       tuple(str(a) for a in doc["argv"]), str(doc["log"]))
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise SandboxError(f"{path}: not a sandbox pid file ({exc})",
                                advice="remove it if no sandbox service runs") from None
@@ -84,7 +83,7 @@ def is_running(record: ProcessRecord) -> bool:
             and command_line(record.pid) == record.argv)
 
 
-def spawn(name: str, argv: Sequence[str], *, log: Path, address: str, cwd: Path,
+def spawn(name: str, argv: Sequence[str], *, log: Path, cwd: Path,
           env: Mapping[str, str]) -> ProcessRecord:
     """Start ``argv`` detached (own session, stdin from /dev/null, output to ``log``)."""
     if not PROC.is_dir():
@@ -102,7 +101,7 @@ def spawn(name: str, argv: Sequence[str], *, log: Path, address: str, cwd: Path,
     while time.monotonic() < deadline:
         ticks, seen = start_ticks(popen.pid), command_line(popen.pid)
         if ticks is not None and seen == tuple(argv):
-            return ProcessRecord(name, popen.pid, ticks, tuple(argv), address, str(log))
+            return ProcessRecord(name, popen.pid, ticks, tuple(argv), str(log))
         if popen.poll() is not None:
             break
         time.sleep(0.01)

@@ -31,7 +31,7 @@ import socket
 import sys
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -133,8 +133,7 @@ class ServiceStatus:
     log: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "state": self.state, "address": self.address,
-                "pid": self.pid, "log": self.log}
+        return asdict(self)
 
 
 class Sandbox:
@@ -350,8 +349,7 @@ class Sandbox:
                                advice="run countersign sandbox down, then up: it makes "
                                "fresh TLS material when nothing runs") from None
         log = self.log_file(name)
-        record = procs.spawn(name, argv, log=log, address=self.address(name),
-                             cwd=self.root, env=self._env())
+        record = procs.spawn(name, argv, log=log, cwd=self.root, env=self._env())
         procs.write_record(self.pid_file(name), record)
         url = f"https://{HOST}:{port}{probe}"
         deadline = time.monotonic() + timeout
