@@ -6,6 +6,7 @@ with countersign's own report parsers, as the stage would read them.
 
 from __future__ import annotations
 
+import shlex
 import shutil
 import sys
 from pathlib import Path
@@ -46,9 +47,12 @@ def _rootfs(tmp_path: Path, busybox: str | None) -> Path:
 
 
 def test_fuzz_reports_a_decoder_that_crashes(tmp_path: Path) -> None:
-    # a "busybox" whose gunzip dies of SIGSEGV on any input that is not the valid seed
-    crashing = ("#!/bin/sh\ninput=$(od -An -tx1 | tr -d ' \\n' | head -c 8)\n"
-                'if [ "$1" = gunzip ] && [ "$input" != 1f8b0800 ]; then kill -SEGV $$; fi\n')
+    # a "busybox" whose gunzip dies of SIGSEGV on any input that is not the seed itself,
+    # byte for byte: every mutated input crashes it, whatever the mutations were
+    seed = tmp_path / "gunzip-seed"
+    seed.write_bytes(next(make() for name, _, make in checks.FUZZ_TARGETS if name == "gunzip"))
+    crashing = (f'#!/bin/sh\nif [ "$1" = gunzip ]; then cmp -s - {shlex.quote(str(seed))} '
+                "|| kill -SEGV $$; else cat >/dev/null; fi\n")
     root = _rootfs(tmp_path, crashing)
     report = tmp_path / "fuzz.xml"
     assert checks.fuzz(root, report, "r/app@sha256:" + "0" * 64, rounds=5) == 1
@@ -56,6 +60,7 @@ def test_fuzz_reports_a_decoder_that_crashes(tmp_path: Path) -> None:
     assert parsed.tests_run == 5 and parsed.failures == 1
     assert "gunzip (5 inputs)" in report.read_text()
     assert "killed by signal 11" in report.read_text()
+    assert "4 of 5 inputs crashed" in report.read_text()  # the seed passes, every mutant not
 
 
 @pytest.mark.skipif(shutil.which("busybox") is None, reason="busybox is not installed")
