@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import json
+import threading
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from images import digest, image, write_docker_archive, write_layout
@@ -16,6 +20,7 @@ from countersign.registry.layout import (
     LayoutError,
     LayoutWriter,
     OCILayout,
+    _Syncer,
     check_digest,
 )
 
@@ -115,3 +120,36 @@ def test_a_verified_stream_still_has_its_size_checked(tmp_path: Path) -> None:
         with writer.blob(digest(config), len(config), verified_stream=True) as handle:
             handle.write(config)
         assert writer.has(digest(config))
+
+
+def test_the_syncer_starts_one_thread_when_called_from_many_at_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Blob writer threads and a pull's fetch threads hand files to one syncer at once:
+    a single fsync thread is started (a second one would never be joined)."""
+    real_thread = threading.Thread
+    started: list[threading.Thread] = []
+
+    class SlowToCreate(real_thread):  # type: ignore[valid-type,misc]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            time.sleep(0.05)  # widens the window between "no thread yet" and starting one
+            super().__init__(*args, **kwargs)
+            started.append(self)
+
+    syncer = _Syncer()
+    files = [io.FileIO(tmp_path / f"blob-{i}", "w") for i in range(4)]
+    barrier = threading.Barrier(len(files), timeout=10)
+
+    def submit(handle: io.FileIO) -> None:
+        barrier.wait()
+        syncer.submit(handle, Path(str(handle.name)))
+
+    callers = [real_thread(target=submit, args=(f,)) for f in files]
+    monkeypatch.setattr(threading, "Thread", SlowToCreate)
+    for caller in callers:
+        caller.start()
+    for caller in callers:
+        caller.join()
+    monkeypatch.undo()
+    syncer.wait()
+    assert len(started) == 1
+    assert all(f.closed for f in files)

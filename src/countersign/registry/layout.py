@@ -227,15 +227,19 @@ class _Syncer:
         self._queue: queue.SimpleQueue[tuple[io.FileIO, Path, str] | None] = \
             queue.SimpleQueue()
         self._thread: threading.Thread | None = None
+        # _put runs on several threads at once (blob writers, a pull's fetches): one
+        # consumer thread is started, and wait() never misses an item put meanwhile
+        self._lock = threading.Lock()
         self._error: tuple[Path, OSError] | None = None
         self._skip = False
 
     def _put(self, handle: io.FileIO, path: Path, what: str) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="countersign-fsync",
-                                            daemon=True)
-            self._thread.start()
-        self._queue.put((handle, path, what))
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="countersign-fsync",
+                                                daemon=True)
+                self._thread.start()
+            self._queue.put((handle, path, what))
 
     def early(self, handle: io.FileIO, path: Path) -> None:
         """Flush what ``handle`` holds so far, unless the thread is still busy."""
@@ -269,10 +273,11 @@ class _Syncer:
         only close the files still waiting (they are about to be deleted)."""
         if skip:
             self._skip = True
-        if self._thread is not None:
-            self._queue.put(None)
-            self._thread.join()
-            self._thread = None
+        with self._lock:
+            if self._thread is not None:
+                self._queue.put(None)
+                self._thread.join()
+                self._thread = None
         if self._error is not None:
             path, exc = self._error
             raise LayoutError(f"cannot write {path} to disk: {exc.strerror or exc}",
