@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import threading
@@ -120,6 +121,17 @@ def test_a_verified_stream_still_has_its_size_checked(tmp_path: Path) -> None:
         with writer.blob(digest(config), len(config), verified_stream=True) as handle:
             handle.write(config)
         assert writer.has(digest(config))
+
+
+def test_a_size_mismatch_of_a_verified_stream_names_no_digest(tmp_path: Path) -> None:
+    """Nothing of a verified stream is hashed here, so no (empty-input) sha256 is shown."""
+    _, config, _ = image(LAYERS)
+    with LayoutWriter(tmp_path / "out") as writer, \
+            pytest.raises(BlobMismatchError, match="did not verify") as caught, \
+            writer.blob(digest(config), len(config) + 1, verified_stream=True) as handle:
+        handle.write(config)
+    assert caught.value.message.endswith(f"({len(config)} bytes)")
+    assert "sha256:" + hashlib.sha256(b"").hexdigest() not in caught.value.message
 
 
 def test_the_syncer_starts_one_thread_when_called_from_many_at_once(

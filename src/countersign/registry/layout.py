@@ -319,11 +319,13 @@ class LayoutWriter:
             handle = _HashingFile(raw, path, hashing=not verified_stream,
                                   syncer=self._syncer if self.durable else None)
             yield handle
-            actual_size, hasher = handle.size, handle.hasher
-            if actual_size != size or (not verified_stream and not hmac.compare_digest(
-                    hasher.hexdigest(), hexdigest)):
-                raise BlobMismatchError(digest, f"blob {digest} did not verify "
-                                        f"({actual_size} bytes, sha256:{hasher.hexdigest()})")
+            actual_size = handle.size
+            actual_hex = None if verified_stream else handle.hasher.hexdigest()
+            if actual_size != size or (actual_hex is not None and not hmac.compare_digest(
+                    actual_hex, hexdigest)):
+                # a verified stream was not hashed here: no digest to name
+                got = f"{actual_size} bytes" + (f", sha256:{actual_hex}" if actual_hex else "")
+                raise BlobMismatchError(digest, f"blob {digest} did not verify ({got})")
         except BaseException:
             if self.durable:  # the syncer may be flushing it: it closes it when done
                 self._syncer.drop(raw, path)
