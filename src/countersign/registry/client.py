@@ -124,7 +124,8 @@ DEFAULT_CHUNK_SIZE: Final = 1024 * 1024
 #: Size of the pieces :meth:`RegistryClient.fetch_blob` reads and hands on. Larger
 #: pieces gain nothing: each is filled by C code, with no Python per socket read.
 PIECE_SIZE: Final = 512 * 1024
-#: Pieces in flight between the network and the caller's ``write`` (one is held back).
+#: Pieces in flight between the network and the caller's ``write`` (one is held back,
+#: so at least 2).
 PIECE_DEPTH: Final = 8
 #: Default timeout of each socket operation, in seconds.
 DEFAULT_TIMEOUT: Final = 30.0
@@ -413,16 +414,17 @@ _ABORT: Final = object()
 
 
 def _pump(readinto: ReadInto, write: Callable[[memoryview], object], check: _BlobCheck,
-          piece_size: int, depth: int) -> None:
-    """Read pieces on this thread; hash and ``write`` them, in order, on a second one.
+          ) -> None:
+    """Read pieces (:data:`PIECE_SIZE`, :data:`PIECE_DEPTH` of them in flight) on this
+    thread; hash and ``write`` them, in order, on a second one.
 
     The last piece is written only after :meth:`_BlobCheck.verify` passed. A failure
     on either side stops both: the reader stops reading, the writer stops writing
     (it keeps handing buffers back, so the reader never waits on it forever).
     """
     free: queue.SimpleQueue[memoryview] = queue.SimpleQueue()
-    for _ in range(max(depth, 3)):
-        free.put(memoryview(bytearray(piece_size)))
+    for _ in range(PIECE_DEPTH):
+        free.put(memoryview(bytearray(PIECE_SIZE)))
     full: queue.SimpleQueue[Any] = queue.SimpleQueue()
     failure: list[BaseException] = []
 
@@ -464,7 +466,7 @@ def _pump(readinto: ReadInto, write: Callable[[memoryview], object], check: _Blo
     try:
         while not failure:
             buffer = free.get()
-            count = check.read(readinto, buffer[:check.room(piece_size)])
+            count = check.read(readinto, buffer[:check.room(PIECE_SIZE)])
             if not count:
                 free.put(buffer)
                 check.complete()
@@ -899,7 +901,7 @@ class RegistryClient:
         by ``write`` stops the download and is raised here.
         """
         with self._blob_body(repo, digest, expected_size, max_size) as (response, check):
-            _pump(_reader(response), write, check, PIECE_SIZE, PIECE_DEPTH)
+            _pump(_reader(response), write, check)
             return check.received
 
     @contextlib.contextmanager
