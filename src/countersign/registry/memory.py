@@ -245,7 +245,8 @@ class MemoryRegistry:
             self._faults.append(_Fault(count, status, method, path, retry_after))
 
     def intercept(self, match: Callable[[httpx.Request], bool], responder: Responder) -> None:
-        """Answer requests for which ``match`` is true with ``responder`` instead."""
+        """Answer requests for which ``match`` is true with ``responder`` instead (it may
+        end with :meth:`respond` to pass the request on)."""
         with self._lock:
             self._intercepts.append((match, responder))
 
@@ -264,6 +265,12 @@ class MemoryRegistry:
             return _errors(fault.status, "UNAVAILABLE", "injected failure", headers=headers)
         if intercept is not None:
             return intercept(request)
+        return self.respond(request)
+
+    def respond(self, request: httpx.Request) -> httpx.Response:
+        """The registry's own answer to ``request`` (not recorded again, no fault or
+        intercept applied): for an interceptor that delays a request and then lets it
+        through."""
         host = request.url.netloc.decode("ascii")
         if self.auth is not None and host == urlsplit(self.auth.realm).netloc:
             return self._token(request, self.auth)
