@@ -65,7 +65,6 @@ import io
 import json
 import linecache
 import os
-import platform
 import pstats
 import re
 import resource
@@ -78,17 +77,25 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-for _extra in (REPO / "tests" / "support", REPO / "tests" / "interop"):
+for _extra in (HERE, REPO / "tests" / "support", REPO / "tests" / "interop"):
     if str(_extra) not in sys.path:
         sys.path.insert(0, str(_extra))
 
 import httpx  # noqa: E402
+from _common import (  # noqa: E402
+    TICK,
+    command,
+    machine_meta,
+    machine_ticks,
+    process_cpu,
+    source_state,
+    version,
+)
 from _countersign import COUNTERSIGN, CountersignServer  # noqa: E402
 from images import write_layout  # noqa: E402
 from registryserver import DockerRegistry, find_binary  # noqa: E402
@@ -109,22 +116,6 @@ PASSPHRASES = {
 
 
 # -------------------------------------------------------------------- helpers
-
-
-def _command(argv: Sequence[str]) -> str | None:
-    try:
-        out = subprocess.run(argv, capture_output=True, text=True, timeout=20, check=False)
-    except OSError:
-        return None
-    text = (out.stdout or out.stderr).strip()
-    return text.splitlines()[0] if text else None
-
-
-def _version(dist: str) -> str | None:
-    try:
-        return importlib_metadata.version(dist)
-    except importlib_metadata.PackageNotFoundError:
-        return None
 
 
 def _rmtree(path: Path) -> None:
@@ -180,9 +171,6 @@ def prime(path: Path, megabytes: int) -> float:
     return time.perf_counter() - started
 
 
-_TICK = os.sysconf("SC_CLK_TCK")
-
-
 @dataclass(frozen=True)
 class CpuSample:
     """Busy CPU-seconds of the whole machine, and of this benchmark's own processes."""
@@ -193,18 +181,17 @@ class CpuSample:
 
     @classmethod
     def take(cls, pids: Sequence[int]) -> CpuSample:
-        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        fields = machine_ticks()
         user, nice, system = fields[:3]  # irq and softirq time left out: on loopback
-        machine = (user + nice + system) / _TICK  # it is this benchmark's own traffic
-        busy = (user + nice + system + fields[5] + fields[6]) / _TICK
+        machine = (user + nice + system) / TICK  # it is this benchmark's own traffic
+        busy = (user + nice + system + fields[5] + fields[6]) / TICK
         ours = 0.0
         for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
             usage = resource.getrusage(who)
             ours += usage.ru_utime + usage.ru_stime
         for pid in pids:
             with contextlib.suppress(OSError, IndexError, ValueError):
-                stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-                ours += (int(stat[11]) + int(stat[12])) / _TICK
+                ours += process_cpu(pid)
         return cls(machine, ours, busy)
 
     def other_since(self, earlier: CpuSample) -> float:
@@ -908,38 +895,15 @@ class Bench:
 # -------------------------------------------------------------------- report
 
 
-def source_state() -> dict[str, Any]:
-    """The commit, and whether src/ differs from it (others may commit while this runs)."""
-    commit = _command(["git", "-C", str(REPO), "rev-parse", "HEAD"])
-    dirty = _command(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no",
-                      "--", "src"])
-    return {"commit": commit, "src_modified": bool(dirty)}
-
-
-def machine_meta() -> dict[str, Any]:
-    cpu = next((line.split(":", 1)[1].strip()
-                for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    flags = next((line for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("flags")), "")
-    mem = next((line.split()[1] for line in Path("/proc/meminfo").read_text().splitlines()
-                if line.startswith("MemTotal")), "0")
-    fs = _command(["findmnt", "-n", "-o", "FSTYPE,SOURCE", "--target", tempfile.gettempdir()])
-    return {
-        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "source": source_state(),
-        "machine": {"cpu": cpu, "cpus": os.cpu_count(), "sha_ni": " sha_ni" in flags,
-                    "mem_gib": round(int(mem) / 2**20, 1), "kernel": platform.release(),
-                    "python": platform.python_version(), "tmp_filesystem": fs},
-        "versions": {
-            "countersign": _version("countersign"), "httpx": _version("httpx"),
-            "httpcore": _version("httpcore"), "h11": _version("h11"),
-            "openssl": __import__("ssl").OPENSSL_VERSION,
-            "skopeo": _command(["skopeo", "--version"]),
-            "docker-registry": _command([str(find_binary() or "docker-registry"), "--version"]),
-            "curl": _command(["curl", "--version"]) if shutil.which("curl") else None,
-        },
-    }
+def run_meta() -> dict[str, Any]:
+    return machine_meta(REPO, {
+        "countersign": version("countersign"), "httpx": version("httpx"),
+        "httpcore": version("httpcore"), "h11": version("h11"),
+        "openssl": __import__("ssl").OPENSSL_VERSION,
+        "skopeo": command(["skopeo", "--version"]),
+        "docker-registry": command([str(find_binary() or "docker-registry"), "--version"]),
+        "curl": command(["curl", "--version"]) if shutil.which("curl") else None,
+    }, sha_ni=True, tmp_filesystem=True)
 
 
 def ratios(rows: list[Row]) -> dict[str, dict[str, Any]]:
@@ -1011,7 +975,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     wall = time.perf_counter()
     bench = Bench(args)
-    result: dict[str, Any] = machine_meta()
+    result: dict[str, Any] = run_meta()
     result["settings"] = {k: v for k, v in vars(args).items() if k != "out"}
     try:
         bench.setup()
@@ -1027,7 +991,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             result["profile_cli_pull_py_spy"] = bench.py_spy(args.py_spy)
     finally:
         bench.stop()
-    result["source_at_end"] = source_state()
+    result["source_at_end"] = source_state(REPO)
     if result["source_at_end"] != result["source"]:
         print(f"WARNING: the source changed during the run: {result['source']} -> "
               f"{result['source_at_end']}; the CLI rows may have run different code")

@@ -44,8 +44,6 @@ import contextlib
 import datetime as dt
 import hashlib
 import json
-import os
-import platform
 import re
 import resource
 import shutil
@@ -57,7 +55,6 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +69,15 @@ import _notary  # noqa: E402
 import _tufhttp  # noqa: E402
 import loadgen  # noqa: E402
 import pgserver  # noqa: E402
+from _common import (  # noqa: E402
+    TICK,
+    command,
+    machine_meta,
+    machine_ticks,
+    process_cpu,
+    process_stat,
+    version,
+)
 
 from countersign.tuf import TARGETS, FileMeta, Metadata, Targets  # noqa: E402
 
@@ -165,17 +171,12 @@ def log(message: str) -> None:
 # --------------------------------------------------------- processes and CPU
 
 
-_TICK = os.sysconf("SC_CLK_TCK")
-
-
 def _proc_cpu(pid: int) -> float:
     """User + system CPU seconds of one process (0 when it is gone)."""
     try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
+        return process_cpu(pid)
     except OSError:
         return 0.0
-    fields = raw[raw.rindex(")") + 2:].split()
-    return (int(fields[11]) + int(fields[12])) / _TICK
 
 
 def _cpu_ns(pids: Sequence[int]) -> int:
@@ -194,10 +195,10 @@ def _descendants(roots: Sequence[int]) -> list[int]:
         if not entry.name.isdigit():
             continue
         try:
-            raw = (entry / "stat").read_text()
+            stat = process_stat(int(entry.name))
         except OSError:
             continue
-        parents[int(entry.name)] = int(raw[raw.rindex(")") + 2:].split()[1])
+        parents[int(entry.name)] = int(stat[1])
     found = list(roots)
     frontier = set(roots)
     while frontier:
@@ -208,10 +209,10 @@ def _descendants(roots: Sequence[int]) -> list[int]:
 
 def _machine_busy() -> tuple[float, float]:
     """(busy, total) CPU seconds of the whole machine so far, from /proc/stat."""
-    parts = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    parts = machine_ticks()
     idle = parts[3] + (parts[4] if len(parts) > 4 else 0)
     total = sum(parts[:8])
-    return (total - idle) / _TICK, total / _TICK
+    return (total - idle) / TICK, total / TICK
 
 
 @contextlib.contextmanager
@@ -699,50 +700,20 @@ def markdown(table: Sequence[dict[str, Any]], servers: Sequence[str]) -> str:
 # -------------------------------------------------------------------- meta
 
 
-def _version(dist: str) -> str | None:
-    try:
-        return importlib_metadata.version(dist)
-    except importlib_metadata.PackageNotFoundError:
-        return None
-
-
-def _command(argv: Sequence[str]) -> str | None:
-    try:
-        out = subprocess.run(argv, capture_output=True, text=True, timeout=20, check=False)
-    except OSError:
-        return None
-    return (out.stdout or out.stderr).strip().splitlines()[0] if (out.stdout or out.stderr) \
-        else None
-
-
-def machine_meta() -> dict[str, Any]:
-    cpu = next((line.split(":", 1)[1].strip()
-                for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    mem = next((line.split()[1] for line in Path("/proc/meminfo").read_text().splitlines()
-                if line.startswith("MemTotal")), "0")
+def run_meta() -> dict[str, Any]:
     pg = None
     with contextlib.suppress(Exception):
         binaries = pgserver.find_binaries()
         pg = binaries.version() if binaries else None
-    commit = _command(["git", "-C", str(REPO), "rev-parse", "HEAD"])
-    dirty = _command(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no",
-                      "--", "src"])
-    return {
-        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "source": {"commit": commit, "src_modified": bool(dirty)},
-        "machine": {"cpu": cpu, "cpus": os.cpu_count(), "mem_gib": round(int(mem) / 2**20, 1),
-                    "kernel": platform.release(), "python": platform.python_version()},
-        "versions": {
-            "countersign": _version("countersign"), "granian": _version("granian"),
-            "uvloop": _version("uvloop"),
-            "cryptography": _version("cryptography"), "sqlalchemy": _version("sqlalchemy"),
-            "psycopg": _version("psycopg"), "openssl": __import__("ssl").OPENSSL_VERSION,
-            "notary": _command(["dpkg-query", "-W", "-f", "${Version}", "notary"]),
-            "wrk": _command(["wrk", "--version"]) if shutil.which("wrk") else None,
-            "postgresql": pg,
-        },
-    }
+    return machine_meta(REPO, {
+        "countersign": version("countersign"), "granian": version("granian"),
+        "uvloop": version("uvloop"),
+        "cryptography": version("cryptography"), "sqlalchemy": version("sqlalchemy"),
+        "psycopg": version("psycopg"), "openssl": __import__("ssl").OPENSSL_VERSION,
+        "notary": command(["dpkg-query", "-W", "-f", "${Version}", "notary"]),
+        "wrk": command(["wrk", "--version"]) if shutil.which("wrk") else None,
+        "postgresql": pg,
+    })
 
 
 # -------------------------------------------------------------------- main
@@ -759,7 +730,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "reference" in servers and missing:
         skipped["reference"] = f"reference binaries missing: {missing}"
         servers.remove("reference")
-    meta = machine_meta()
+    meta = run_meta()
     workdir = Path(tempfile.mkdtemp(prefix="countersign-bench-"))
     log(f"work directory {workdir}; servers {servers}; GET tools {tools}")
     all_runs: dict[str, list[dict[str, Any]]] = {}
