@@ -286,8 +286,7 @@ def _hold_evidence(world, results, handle) -> None:  # type: ignore[no-untyped-d
 
     def responder(request: httpx.Request) -> httpx.Response:
         handle()
-        with registry._lock:
-            return registry._route(request)
+        return registry.respond(request)
 
     registry.intercept(lambda r: r.method == "GET" and r.url.path.rsplit("/", 1)[-1]
                        in digests, responder)
